@@ -1,0 +1,256 @@
+//! Executors: thread pools, submitting tasks, shutdown.
+
+use crate::{
+    ffi::handle::{box_into_raw, box_take, future_into_raw},
+    future::{cf_fn, cf_future},
+    rt::{
+        pool::{Config, Pool},
+        task::Task,
+    },
+    status::*,
+};
+use std::ffi::{CStr, c_char, c_void};
+
+/// The largest `max_workers` an executor accepts; more is `CF_INVALID_ARGUMENT`.
+pub const CF_MAX_WORKERS: usize = 1024;
+
+/// A pool of workers that runs tasks and hands back futures: Python's `Executor`.
+///
+/// Owned by the caller: created by `cf_thread_pool_new`, ended by `cf_executor_free`
+/// (exactly once). Safe to use from any thread, including from its own tasks and from
+/// done callbacks.
+///
+/// Methods: `cf_submit`, `cf_submit_bytes`, `cf_map_new`, `cf_map_bytes_new`,
+/// `cf_executor_shutdown`, `cf_executor_worker_count`, `cf_executor_free`.
+pub struct cf_executor {
+    pool: std::sync::Arc<Pool>,
+}
+
+/// An initializer: called with `initarg` once in each new worker, before its first task.
+/// It fails by calling `cf_raise`, which breaks the executor (see `cf_thread_pool_new`).
+pub type cf_init_fn = Option<unsafe extern "C-unwind" fn(initarg: *mut c_void)>;
+
+/// A byte task: gets a private copy of the submitted bytes (`input`, `in_len`; `input`
+/// is NULL when `in_len` is 0) and returns a buffer from `malloc`, writing its length to
+/// `*out_len`, or returns NULL (the length is then taken as 0). The library takes the
+/// buffer over and frees it with `free` together with the future. It fails by calling
+/// `cf_raise` (a buffer it returns anyway is freed).
+pub type cf_bytes_fn = Option<
+    unsafe extern "C-unwind" fn(
+        input: *const c_void,
+        in_len: usize,
+        out_len: *mut usize,
+    ) -> *mut c_void,
+>;
+
+/// Options for a new executor. A zero-initialised struct (or a NULL pointer) means all
+/// defaults.
+#[repr(C)]
+pub struct cf_executor_options {
+    /// Most workers at once. 0: for threads `min(32, cpus + 4)` as in Python, where cpus is
+    /// the number of CPUs this process may run on. At most `CF_MAX_WORKERS`.
+    pub max_workers: usize,
+    /// Worker names are `"<prefix>_<n>"`, n counting from 0 in each executor, set at the
+    /// OS level (visible in `top -H`, `ps -L`, gdb; Linux keeps the first 15 bytes).
+    /// NULL: `"cfpool<k>"`, k numbering executors in this process. Copied at creation.
+    pub name_prefix: *const c_char,
+    /// Run in each new worker before its first task, with `initarg`. NULL: none.
+    pub initializer: cf_init_fn,
+    /// Passed to `initializer`.
+    pub initarg: *mut c_void,
+    /// Process pools only; must be 0 for thread pools.
+    pub max_tasks_per_child: usize,
+}
+
+fn default_thread_workers() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus + 4).min(32)
+}
+
+/// Creates a thread pool: Python's `ThreadPoolExecutor`.
+///
+/// `opts` may be NULL (all defaults) and is only read during the call. Workers start
+/// lazily: a submit starts one only when no idle worker exists and fewer than
+/// `max_workers` run; idle workers are reused and sleep without using CPU. Each runs
+/// `opts->initializer` first; if that fails (`cf_raise`), the executor is broken: every
+/// pending future finishes with `CF_BROKEN` and later submits return `CF_BROKEN`.
+/// Worker threads have 8 MiB stacks.
+///
+/// A task that waits on a future of its own pool (`cf_future_wait`, `_result`,
+/// `_exception`, `cf_wait`, `cf_as_completed_next`, `cf_map_next`) does not block its
+/// worker idle: while it waits, the worker runs other queued tasks of the pool, so the
+/// pool never deadlocks even when every worker waits at once (unlike CPython). A wait with
+/// a timeout may then return late, once the task it ran meanwhile finishes.
+///
+/// On success `*out` is a new executor, freed with `cf_executor_free`. Returns
+/// `CF_INVALID_ARGUMENT` if `out` is NULL, `max_workers > CF_MAX_WORKERS`, or
+/// `max_tasks_per_child != 0`. No thread is started here.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_thread_pool_new(
+    opts: *const cf_executor_options,
+    out: *mut *mut cf_executor,
+) -> cf_status {
+    ffi_boundary! {
+        try_nonnull!(out);
+        // SAFETY: `opts` is NULL or points to a readable options struct (contract).
+        let opts = unsafe { opts.as_ref() };
+        let mut config = Config { max_workers: default_thread_workers(), name_prefix: None, initializer: None };
+        if let Some(o) = opts {
+            if o.max_workers > CF_MAX_WORKERS || o.max_tasks_per_child != 0 {
+                return CF_INVALID_ARGUMENT;
+            }
+            if o.max_workers != 0 {
+                config.max_workers = o.max_workers;
+            }
+            if !o.name_prefix.is_null() {
+                // SAFETY: a non-NULL prefix is a NUL-terminated string (contract).
+                let prefix = unsafe { CStr::from_ptr(o.name_prefix) };
+                config.name_prefix = Some(prefix.to_string_lossy().into_owned());
+            }
+            config.initializer = o.initializer.map(|f| (f, o.initarg));
+        }
+        // SAFETY: `out` is non-NULL and writable (contract).
+        unsafe { *out = box_into_raw(cf_executor { pool: Pool::new(config) }) };
+        CF_OK
+    }
+}
+
+/// Borrows the executor behind a handle.
+///
+/// # Safety
+/// `ex` is NULL or a live executor handle.
+unsafe fn executor_ref<'a>(ex: *const cf_executor) -> Option<&'a cf_executor> {
+    // SAFETY: by the caller's guarantee.
+    unsafe { ex.as_ref() }
+}
+
+/// Submits the internal task; writes the future on success.
+fn submit_task(ex: &cf_executor, task: Task, out: *mut *mut cf_future) -> cf_status {
+    match ex.pool.submit(task) {
+        Ok(core) => {
+            // SAFETY: `out` was checked non-NULL by the caller and is writable (contract).
+            unsafe { *out = future_into_raw(core) };
+            CF_OK
+        }
+        Err(e) => e.status(),
+    }
+}
+
+/// Schedules `fn(arg)` and gives its future: Python's `submit`.
+///
+/// On `CF_OK`, `*out` is a new future holding one reference for the caller
+/// (`cf_future_release`). `arg` is passed through untouched; keeping what it points to
+/// alive until the task has run is the caller's business.
+///
+/// Returns `CF_SHUTDOWN` after `cf_executor_shutdown`, `CF_BROKEN` if an initializer
+/// failed, `CF_OS_ERROR` (with `errno`) if no worker could be started and none is
+/// running (with a worker running, the task waits in the queue instead),
+/// `CF_INVALID_ARGUMENT` if `ex`, `fn` or `out` is NULL. Nothing is written on failure.
+/// May be called from tasks and done callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_submit(
+    ex: *mut cf_executor,
+    r#fn: cf_fn,
+    arg: *mut c_void,
+    out: *mut *mut cf_future,
+) -> cf_status {
+    ffi_boundary! {
+        try_nonnull!(out);
+        let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
+        // SAFETY: `ex` is NULL or a live executor.
+        let Some(ex) = (unsafe { executor_ref(ex) }) else { return CF_INVALID_ARGUMENT };
+        submit_task(ex, Task::Call(f, arg), out)
+    }
+}
+
+/// Schedules the byte task `fn` on a copy of `in_len` bytes at `in`, and gives its
+/// future.
+///
+/// The input is copied before the call returns, so the caller may reuse its buffer at
+/// once; `in` may be NULL when `in_len` is 0. The task's result buffer is read with
+/// `cf_future_result_bytes` (or `cf_future_result`, which gives the data pointer) and
+/// freed with the future. Statuses as for `cf_submit`; also `CF_INVALID_ARGUMENT` for a
+/// NULL `in` with `in_len > 0`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_submit_bytes(
+    ex: *mut cf_executor,
+    r#fn: cf_bytes_fn,
+    r#in: *const c_void,
+    in_len: usize,
+    out: *mut *mut cf_future,
+) -> cf_status {
+    ffi_boundary! {
+        try_nonnull!(out);
+        let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
+        // SAFETY: `ex` is NULL or a live executor.
+        let Some(ex) = (unsafe { executor_ref(ex) }) else { return CF_INVALID_ARGUMENT };
+        let input = try_status!(unsafe { copy_bytes(r#in, in_len) });
+        submit_task(ex, Task::Bytes(f, input), out)
+    }
+}
+
+/// Copies a C buffer; NULL with a length is `CF_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `data` is NULL or points to `len` readable bytes.
+pub(crate) unsafe fn copy_bytes(data: *const c_void, len: usize) -> Result<Box<[u8]>, cf_status> {
+    if len == 0 {
+        return Ok(Box::default());
+    }
+    if data.is_null() {
+        return Err(CF_INVALID_ARGUMENT);
+    }
+    // SAFETY: non-NULL and `len` readable bytes, by the caller's guarantee.
+    Ok(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }.into())
+}
+
+/// Shuts the executor down: Python's `shutdown(wait, cancel_futures)`.
+///
+/// No new work is accepted (`cf_submit` returns `CF_SHUTDOWN`). With `cancel_futures`,
+/// every task not yet started is cancelled, and its callbacks run in this thread. With
+/// `wait`, returns once every accepted task has finished and every worker has exited;
+/// without it, returns at once while the workers finish the queue. May be called more
+/// than once, from any thread.
+///
+/// Returns `CF_OK`; `CF_INVALID_STATE` when called with `wait` from one of this
+/// executor's own workers (the shutdown and cancellation still happen, only the wait is
+/// skipped, since a worker cannot wait for itself); `CF_INVALID_ARGUMENT` for NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_executor_shutdown(
+    ex: *mut cf_executor,
+    wait: bool,
+    cancel_futures: bool,
+) -> cf_status {
+    ffi_boundary! {
+        // SAFETY: `ex` is NULL or a live executor.
+        let Some(ex) = (unsafe { executor_ref(ex) }) else { return CF_INVALID_ARGUMENT };
+        ex.pool.shutdown(wait, cancel_futures)
+    }
+}
+
+/// Ends the executor, like leaving Python's `with` block: shuts down with `wait`
+/// (every accepted task runs to the end, every worker exits), then frees it.
+///
+/// Futures outlive their executor and stay valid. NULL does nothing. Do not use `ex`
+/// afterwards, and do not free it twice. Called from one of its own workers it cannot
+/// wait for itself: it shuts down without waiting, and the workers exit on their own
+/// once the queue is empty.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_executor_free(ex: *mut cf_executor) {
+    ffi_boundary! {
+        // SAFETY: `ex` is NULL or our live box, which the caller gives up.
+        if let Some(ex) = unsafe { box_take(ex) } {
+            let _ = ex.pool.shutdown(true, false);
+        }
+    }
+}
+
+/// How many workers are alive now (0 for NULL). Workers start lazily, so this is 0 for a
+/// new executor, and 0 again after a shutdown with wait.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_executor_worker_count(ex: *const cf_executor) -> usize {
+    ffi_boundary! {
+        // SAFETY: `ex` is NULL or a live executor.
+        unsafe { executor_ref(ex) }.map_or(0, |ex| ex.pool.worker_count())
+    }
+}

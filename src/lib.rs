@@ -1,0 +1,16 @@
+//! cfutures: Python's `concurrent.futures` for C and C++.
+//!
+//! The C API lives in the `pub mod`s below (each `extern "C"` function is written out by
+//! hand with the panic boundary inside its body); the engine lives in the private `rt`
+//! module, which holds no raw pointers from C and no `extern "C"`.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![allow(non_camel_case_types)]
+
+#[macro_use]
+mod ffi;
+mod rt;
+
+pub mod executor;
+pub mod future;
+pub mod status;
+pub mod version;

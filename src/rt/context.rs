@@ -1,0 +1,74 @@
+//! The per-thread task context that `cf_raise` writes to, and the wrapper every call into
+//! user code goes through (`call_user`): it catches unwinding, so that a panic or a
+//! foreign exception never crosses our frames, and it keeps `cf_raise` scoped to the task
+//! or initializer being run (nested runs, e.g. a worker that helps while it waits, or a
+//! done callback fired from inside a task, save and restore the outer context).
+
+use std::{
+    cell::Cell,
+    ffi::{CStr, CString, c_char, c_int},
+    panic::{AssertUnwindSafe, catch_unwind},
+    ptr,
+};
+
+/// What a task reported through `cf_raise`: the last call wins.
+#[derive(Debug, Default)]
+pub(crate) struct Raised {
+    pub(crate) code: c_int,
+    pub(crate) message: Option<CString>,
+}
+
+thread_local! {
+    /// The context of the task or initializer running on this thread, or NULL.
+    static CURRENT: Cell<*mut Option<Raised>> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// Why user code did not produce a value.
+#[derive(Debug)]
+pub(crate) enum UserError {
+    /// It called `cf_raise`.
+    Raised(Raised),
+    /// It unwound (a Rust panic or a foreign exception): outside the contract, but caught.
+    Unwound,
+}
+
+/// Runs a task or initializer with a fresh `cf_raise` context.
+pub(crate) fn call_task<R>(f: impl FnOnce() -> R) -> Result<R, UserError> {
+    let mut slot: Option<Raised> = None;
+    let prev = CURRENT.with(|c| c.replace(&mut slot));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    CURRENT.with(|c| c.set(prev));
+    match (result, slot) {
+        (Ok(_), Some(raised)) => Err(UserError::Raised(raised)),
+        (Ok(value), None) => Ok(value),
+        (Err(_), _) => Err(UserError::Unwound),
+    }
+}
+
+/// Runs a done callback: outside any task context (`cf_raise` in a callback does
+/// nothing), with unwinding caught so that the other callbacks still run.
+pub(crate) fn call_callback(f: impl FnOnce()) {
+    let prev = CURRENT.with(|c| c.replace(ptr::null_mut()));
+    let _ = catch_unwind(AssertUnwindSafe(f));
+    CURRENT.with(|c| c.set(prev));
+}
+
+/// `cf_raise`: records the error in the running task's context, if any.
+///
+/// # Safety
+/// `message` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn raise(code: c_int, message: *const c_char) {
+    let slot = CURRENT.with(|c| c.get());
+    if slot.is_null() {
+        return;
+    }
+    let message = if message.is_null() {
+        None
+    } else {
+        // SAFETY: the caller guarantees a NUL-terminated string.
+        Some(unsafe { CStr::from_ptr(message) }.to_owned())
+    };
+    // SAFETY: `slot` points at the `Option<Raised>` on the stack of `call_task`, which is
+    // still running on this thread (it restores the previous pointer before returning).
+    unsafe { *slot = Some(Raised { code, message }) };
+}

@@ -1,0 +1,406 @@
+//! The future core: one state word, a slot for the task and then its outcome, and a list
+//! of listeners (blocked threads, multi-waits, done callbacks).
+//!
+//! # Protocol
+//!
+//! The state word holds a phase and the `LISTENERS` flag:
+//!
+//! ```text
+//!   PENDING ──start──▶ RUNNING ──claim──▶ COMPLETING ──publish──▶ FINISHED
+//!      │  └────────────────claim (promise / set_result)──▶┘
+//!      └──cancel──▶ CANCELLED
+//! ```
+//!
+//! - `start` (PENDING → RUNNING) is won by exactly one worker, which then owns the task in
+//!   the slot and takes it out.
+//! - `claim` (PENDING or RUNNING → COMPLETING) is won by exactly one completer, which then
+//!   owns the slot, writes the outcome, and `publish`es FINISHED with Release ordering.
+//!   Readers load the state with Acquire and read the slot only once they see FINISHED.
+//! - `cancel` (PENDING → CANCELLED) never touches the slot; a queued task whose future was
+//!   cancelled is simply dropped when a worker fails to `start` it.
+//! - Listeners are added under the `listeners` lock, which also sets `LISTENERS` with a
+//!   `fetch_or` that returns the phase: a done phase means "run it yourself now". A
+//!   completer that sees `LISTENERS` in the word it replaced takes the lock and drains the
+//!   list. Because the registrant holds the lock across its `fetch_or` and push, and the
+//!   completer takes the lock only after its own atomic step, every listener is either
+//!   drained by the completer or run by the registrant: exactly once, never lost.
+//! - A completion with no listener takes no lock: one CAS and one `fetch_add`.
+//!
+//! # Memory ordering
+//!
+//! - `claim`/`start`/`cancel` are CASes with AcqRel on success: the winner must see the
+//!   slot as the constructor (or an earlier writer) left it.
+//! - `publish` is a Release `fetch_add`: it orders the outcome written into the slot
+//!   before the FINISHED phase any reader acquires.
+//! - `fetch_or(LISTENERS)` is AcqRel: Acquire so a registrant that finds the future done
+//!   may read the outcome (a callback calls `cf_future_result`); Release is harmless.
+//! - Readers (`phase`, `outcome`) use Acquire loads.
+
+use super::{
+    context,
+    sync::{Arc, AtomicU32, Mutex, Ordering, Thread, lock, thread},
+    task::{Outcome, Task},
+    time::Deadline,
+    waiter::{WaitSet, block_on},
+};
+use crate::future::cf_future;
+use crossbeam_utils::Backoff;
+use std::{cell::UnsafeCell, ffi::c_void, mem};
+
+/// The future has not started.
+const PENDING: u32 = 0;
+/// A worker runs the task, or a promise was marked running.
+const RUNNING: u32 = 1;
+/// One completer is writing the outcome; readers still see "running".
+const COMPLETING: u32 = 2;
+/// The outcome is written and visible (must be COMPLETING + 1: see `publish`).
+const FINISHED: u32 = 3;
+/// Cancelled before it started.
+const CANCELLED: u32 = 4;
+/// Mask of the phase bits.
+const PHASE: u32 = 0b111;
+/// Set once any listener was registered: the completer must drain the list.
+const LISTENERS: u32 = 0b1000;
+
+/// The phase as the C API reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Pending,
+    Running,
+    Cancelled,
+    Finished,
+}
+
+/// A done callback: `fn(future, userdata)`.
+pub(crate) type CallbackFn = unsafe extern "C-unwind" fn(f: *mut cf_future, userdata: *mut c_void);
+
+/// Someone to tell when the future is done.
+pub(crate) enum Listener {
+    /// A thread blocked on this future alone.
+    Unpark(Thread),
+    /// A multi-future wait (`cf_wait`, `cf_as_completed`), with this future's index there.
+    Notify(Arc<WaitSet>, usize),
+    /// A done callback with its userdata.
+    Callback(CallbackFn, *mut c_void),
+}
+
+enum Slot {
+    Empty,
+    Task(Task),
+    Done(Outcome),
+}
+
+/// The shared state of one future. Handles to it are `Arc<Core>`.
+pub(crate) struct Core {
+    state: AtomicU32,
+    listeners: Mutex<Vec<Listener>>,
+    slot: UnsafeCell<Slot>,
+}
+
+// SAFETY: the raw pointers inside (task args, results, userdata) are opaque values the C
+// caller asked us to move between threads (the contract); `slot` is accessed only by the
+// unique winner of `start`/`claim` or after an Acquire of FINISHED, as described above.
+unsafe impl Send for Core {}
+// SAFETY: as above; every shared access is through the atomic state or the mutex.
+unsafe impl Sync for Core {}
+// SAFETY: listeners are moved to whichever thread completes the future; their pointers
+// are opaque C values that the contract lets us hand to any thread.
+unsafe impl Send for Listener {}
+
+/// Why `claim` failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NotClaimed {
+    /// Already finished, completing or cancelled.
+    Done,
+}
+
+impl Core {
+    fn with_slot(slot: Slot) -> Arc<Core> {
+        Arc::new(Core {
+            state: AtomicU32::new(PENDING),
+            listeners: Mutex::new(Vec::new()),
+            slot: UnsafeCell::new(slot),
+        })
+    }
+
+    /// A pending future that will run `task`.
+    pub(crate) fn with_task(task: Task) -> Arc<Core> {
+        Self::with_slot(Slot::Task(task))
+    }
+
+    /// A pending promise (completed by the caller).
+    pub(crate) fn promise() -> Arc<Core> {
+        Self::with_slot(Slot::Empty)
+    }
+
+    /// The current phase.
+    pub(crate) fn phase(&self) -> Phase {
+        // Acquire: a caller that sees FINISHED goes on to read the outcome.
+        match self.state.load(Ordering::Acquire) & PHASE {
+            PENDING => Phase::Pending,
+            RUNNING | COMPLETING => Phase::Running,
+            FINISHED => Phase::Finished,
+            CANCELLED => Phase::Cancelled,
+            _ => unreachable!("invalid future phase"),
+        }
+    }
+
+    /// Finished or cancelled.
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.phase(), Phase::Finished | Phase::Cancelled)
+    }
+
+    /// The outcome, once finished (`None` while not done and when cancelled).
+    pub(crate) fn outcome(&self) -> Option<&Outcome> {
+        if self.phase() != Phase::Finished {
+            return None;
+        }
+        // SAFETY: FINISHED was acquired above; after publish the slot is never written
+        // again until drop, so shared reads are fine.
+        match unsafe { &*self.slot.get() } {
+            Slot::Done(o) => Some(o),
+            _ => unreachable!("finished future without an outcome"),
+        }
+    }
+
+    /// PENDING → RUNNING. `Ok(())` if this call moved it; otherwise the phase it is in.
+    pub(crate) fn set_running(&self) -> Result<(), Phase> {
+        let mut cur = self.state.load(Ordering::Relaxed);
+        loop {
+            if cur & PHASE != PENDING {
+                return Err(self.phase());
+            }
+            // AcqRel: the winner owns the slot (it may take the task out).
+            match self.state.compare_exchange_weak(
+                cur,
+                (cur & !PHASE) | RUNNING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// For a worker: start the future and take its task, or `None` if it was cancelled
+    /// (or completed by someone else) before it started.
+    pub(crate) fn start(&self) -> Option<Task> {
+        self.set_running().ok()?;
+        // SAFETY: winning PENDING → RUNNING makes us the only one touching the slot until
+        // we claim it; nobody else reads a slot that is not FINISHED.
+        match mem::replace(unsafe { &mut *self.slot.get() }, Slot::Empty) {
+            Slot::Task(task) => Some(task),
+            Slot::Empty => None, // a promise marked running through the executor path
+            Slot::Done(_) => unreachable!("done slot in a running future"),
+        }
+    }
+
+    /// Runs this future's task on the current thread, if it can still start, and
+    /// completes it. Returns false if it had been cancelled.
+    pub(crate) fn run(&self) -> bool {
+        match self.start() {
+            Some(task) => {
+                let outcome = task.run();
+                let _ = self.finish(outcome);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Completes the future with `outcome` (result, byte result or failure).
+    /// `Err` (with the outcome back, to be dropped) if it was already done.
+    pub(crate) fn finish(&self, outcome: Outcome) -> Result<(), Outcome> {
+        let mut cur = self.state.load(Ordering::Relaxed);
+        loop {
+            match cur & PHASE {
+                PENDING | RUNNING => {}
+                COMPLETING | FINISHED | CANCELLED => return Err(outcome),
+                _ => unreachable!("invalid future phase"),
+            }
+            // AcqRel: the winner owns the slot and must see earlier writes to it.
+            match self.state.compare_exchange_weak(
+                cur,
+                (cur & !PHASE) | COMPLETING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        // SAFETY: we won the claim: no one else reads or writes the slot until FINISHED.
+        unsafe { *self.slot.get() = Slot::Done(outcome) };
+        // Release: publishes the outcome with the FINISHED phase. COMPLETING + 1 ==
+        // FINISHED, so the add changes only the phase and keeps LISTENERS as it is now.
+        let prev = self
+            .state
+            .fetch_add(FINISHED - COMPLETING, Ordering::Release);
+        if prev & LISTENERS != 0 {
+            self.fire();
+        }
+        Ok(())
+    }
+
+    /// Python's `cancel()`: true if the future is now cancelled (also if it already was).
+    pub(crate) fn cancel(&self) -> bool {
+        let mut cur = self.state.load(Ordering::Relaxed);
+        loop {
+            match cur & PHASE {
+                PENDING => {}
+                CANCELLED => return true,
+                _ => return false,
+            }
+            // AcqRel: orders the cancellation before the listeners we may now drain.
+            match self.state.compare_exchange_weak(
+                cur,
+                (cur & !PHASE) | CANCELLED,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        if cur & LISTENERS != 0 {
+            self.fire();
+        }
+        true
+    }
+
+    /// Drains the listeners of a done future: wakes blocked threads and multi-waits
+    /// first, then runs callbacks in registration order, outside any lock.
+    fn fire(&self) {
+        let listeners = mem::take(&mut *lock(&self.listeners));
+        for l in &listeners {
+            match l {
+                Listener::Unpark(t) => t.unpark(),
+                Listener::Notify(set, index) => set.notify(*index),
+                Listener::Callback(..) => {}
+            }
+        }
+        for l in listeners {
+            if let Listener::Callback(f, userdata) = l {
+                self.call(f, userdata);
+            }
+        }
+    }
+
+    fn call(&self, f: CallbackFn, userdata: *mut c_void) {
+        let me = self as *const Core as *mut cf_future;
+        // SAFETY: the callback gets this future borrowed for the call (we are inside a
+        // method of it, so it is alive) and its own userdata, as the contract says.
+        context::call_callback(|| unsafe { f(me, userdata) });
+    }
+
+    /// Registers a listener. `Err` gives it back when the future is already done.
+    pub(crate) fn add_listener(&self, l: Listener) -> Result<(), Listener> {
+        let mut list = lock(&self.listeners);
+        // AcqRel: see the module comment (a done phase lets the caller read the outcome).
+        let prev = self.state.fetch_or(LISTENERS, Ordering::AcqRel);
+        match prev & PHASE {
+            FINISHED | CANCELLED => Err(l),
+            _ => {
+                list.push(l);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes the first listener that `matches`, if it is still registered.
+    pub(crate) fn remove_listener(&self, matches: impl Fn(&Listener) -> bool) {
+        let mut list = lock(&self.listeners);
+        if let Some(i) = list.iter().position(matches) {
+            list.remove(i);
+        }
+    }
+
+    /// Adds a done callback: run now on this thread if the future is done, else exactly
+    /// once by whoever finishes or cancels it.
+    pub(crate) fn add_callback(&self, f: CallbackFn, userdata: *mut c_void) {
+        if let Err(Listener::Callback(f, userdata)) =
+            self.add_listener(Listener::Callback(f, userdata))
+        {
+            self.call(f, userdata);
+        }
+    }
+
+    /// Blocks until done or `deadline`; true if done. On a pool worker the thread runs
+    /// queued tasks of its pool meanwhile (see `waiter::block_on`).
+    pub(crate) fn wait(&self, deadline: Deadline) -> bool {
+        if self.is_done() {
+            return true;
+        }
+        if deadline.expired() {
+            return false;
+        }
+        // A short spin first: tiny tasks often finish within microseconds, and parking
+        // costs two system calls.
+        let backoff = Backoff::new();
+        while !backoff.is_completed() {
+            backoff.snooze();
+            if self.is_done() {
+                return true;
+            }
+        }
+        let me = thread::current();
+        let id = me.id();
+        if self.add_listener(Listener::Unpark(me)).is_err() {
+            return true;
+        }
+        let done = block_on(deadline, || self.is_done());
+        if !done {
+            self.remove_listener(|l| matches!(l, Listener::Unpark(t) if t.id() == id));
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    unsafe extern "C-unwind" fn count(_: *mut cf_future, ud: *mut c_void) {
+        CALLS.fetch_add(ud as usize, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn promise_life_cycle() {
+        let f = Core::promise();
+        assert_eq!(f.phase(), Phase::Pending);
+        assert_eq!(f.set_running(), Ok(()));
+        assert_eq!(f.set_running(), Err(Phase::Running));
+        assert!(!f.cancel());
+        f.add_callback(count, 1 as *mut c_void);
+        assert!(f.finish(Outcome::Value(7 as *mut c_void)).is_ok());
+        assert!(f.finish(Outcome::Value(8 as *mut c_void)).is_err());
+        assert!(matches!(f.outcome(), Some(Outcome::Value(p)) if *p as usize == 7));
+        f.add_callback(count, 10 as *mut c_void);
+        assert_eq!(CALLS.load(Ordering::SeqCst), 11);
+    }
+
+    #[test]
+    fn cancel_and_wait_timeout() {
+        let f = Core::promise();
+        assert!(!f.wait(Deadline::from_timeout(0.01).unwrap()));
+        assert!(f.cancel());
+        assert!(f.cancel());
+        assert!(f.wait(Deadline::FOREVER));
+        assert!(f.outcome().is_none());
+        assert!(f.finish(Outcome::Value(std::ptr::null_mut())).is_err());
+    }
+
+    #[test]
+    fn cross_thread_completion_wakes_waiter() {
+        for _ in 0..200 {
+            let f = Core::promise();
+            let g = f.clone();
+            let t = std::thread::spawn(move || g.finish(Outcome::Value(std::ptr::null_mut())));
+            assert!(f.wait(Deadline::FOREVER));
+            t.join().unwrap().unwrap();
+        }
+    }
+}

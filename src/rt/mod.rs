@@ -1,0 +1,10 @@
+//! The engine: futures, waiting, thread pools. No raw pointers from C and no
+//! `extern "C"` here; the FFI modules wrap these types.
+
+pub(crate) mod context;
+pub(crate) mod future;
+pub(crate) mod pool;
+pub(crate) mod sync;
+pub(crate) mod task;
+pub(crate) mod time;
+pub(crate) mod waiter;

@@ -1,0 +1,400 @@
+//! Thread pools: a FIFO queue of futures, lazily started workers, idle reuse, shutdown,
+//! broken state, and help-while-waiting.
+//!
+//! # Protocol (all counters under `Pool::state`)
+//!
+//! - `workers` counts live workers (and ones being started); `idle` counts workers that
+//!   are not running a task: new ones, ones finishing a task's callbacks, sleepers.
+//!   `sleepers` are idle workers parked for want of work; `helpers` are workers blocked
+//!   inside a task, on a future, that can run queued tasks meanwhile.
+//! - `submit` pushes the future, then acts only if the queue holds more tasks than there
+//!   are idle workers awake (`idle - sleepers`): it wakes one sleeper; else starts a
+//!   worker if fewer than `max_workers` run; else wakes one helper. So a worker is woken
+//!   only when one is needed, and submitting and waiting in sequence keeps one worker.
+//! - A worker counts itself idle again *before* it publishes a task's outcome, so the
+//!   thread that sees the outcome and submits again finds it idle (Python's
+//!   `test_idle_thread_reuse`), and it pops its next task in the same critical section:
+//!   one lock per task on each side. No lock is held while a task or callback runs.
+//! - A sleeper parks after pushing itself on `sleepers` under the lock; the waker pops it
+//!   under the lock and unparks it after. A spurious wake-up finds itself still listed and
+//!   removes itself.
+//! - Shutdown sets `shutdown`, optionally cancels everything queued, and wakes every
+//!   sleeper; workers exit when shut down (or broken) and the queue is empty.
+
+use super::{
+    context::{UserError, call_task},
+    future::Core,
+    sync::{Arc, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, Thread, lock, thread},
+    task::{Failure, Outcome, Task},
+};
+use crate::status::{CF_BROKEN, CF_INVALID_STATE, CF_OK, CF_OS_ERROR, CF_SHUTDOWN, cf_status};
+use std::{
+    cell::Cell,
+    collections::VecDeque,
+    ffi::{CStr, c_void},
+    io, ptr,
+    thread::JoinHandle,
+};
+
+/// `cf_init_fn`.
+pub(crate) type InitFn = unsafe extern "C-unwind" fn(initarg: *mut c_void);
+
+/// Stack size of worker threads: the usual pthread default on Linux, since C code expects
+/// it (Rust's own default is 2 MiB). Untouched pages cost nothing.
+const WORKER_STACK: usize = 8 << 20;
+
+/// How deeply a worker nests tasks it runs while waiting (see `help_once`).
+const MAX_HELP_DEPTH: usize = 128;
+
+/// Pool numbers for default thread names.
+static POOL_IDS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The pool whose worker this thread is, or NULL. Valid while set: the worker's
+    /// `Arc<Pool>` lives on its stack for the whole of `worker_main`.
+    static WORKER_OF: Cell<*const Pool> = const { Cell::new(ptr::null()) };
+    /// How many tasks this thread runs nested inside waits.
+    static HELP_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// What the executor was configured with.
+pub(crate) struct Config {
+    pub(crate) max_workers: usize,
+    pub(crate) name_prefix: Option<String>,
+    pub(crate) initializer: Option<(InitFn, *mut c_void)>,
+}
+
+/// Why the pool refused a task.
+#[derive(Debug)]
+pub(crate) enum SubmitError {
+    Shutdown,
+    Broken,
+    Os(io::Error),
+}
+
+impl SubmitError {
+    /// The status `cf_submit` returns (for `Os`, after setting `errno`).
+    pub(crate) fn status(&self) -> cf_status {
+        match self {
+            SubmitError::Shutdown => CF_SHUTDOWN,
+            SubmitError::Broken => CF_BROKEN,
+            SubmitError::Os(e) => {
+                if let Some(code) = e.raw_os_error() {
+                    // SAFETY: errno is this thread's; writing it is what C code expects.
+                    unsafe { *libc::__errno_location() = code };
+                }
+                CF_OS_ERROR
+            }
+        }
+    }
+}
+
+/// The result of one attempt to help while waiting.
+pub(crate) enum Help {
+    /// Ran a queued task.
+    Ran,
+    /// The queue was empty; this thread is now a helper `submit` may wake.
+    Registered,
+    /// Nested too deeply to help.
+    Cannot,
+}
+
+struct State {
+    queue: VecDeque<Arc<Core>>,
+    workers: usize,
+    idle: usize,
+    sleepers: Vec<Thread>,
+    helpers: Vec<Thread>,
+    handles: Vec<JoinHandle<()>>,
+    next_index: usize,
+    shutdown: bool,
+    broken: bool,
+}
+
+/// A thread pool.
+pub(crate) struct Pool {
+    state: Mutex<State>,
+    /// Signalled (under `state`) each time a worker exits.
+    exited: Condvar,
+    max_workers: usize,
+    prefix: String,
+    initializer: Option<(InitFn, usize)>,
+}
+
+enum Action {
+    Nothing,
+    Wake(Thread),
+    Spawn(usize),
+}
+
+/// The pool the current thread works for, if it is a worker.
+pub(crate) fn current_worker_pool() -> Option<&'static Pool> {
+    let p = WORKER_OF.with(|w| w.get());
+    // SAFETY: see `WORKER_OF`: the pointer is set only while the worker's Arc is alive
+    // on this very thread, and every caller is on this thread, below `worker_main`.
+    unsafe { p.as_ref() }
+}
+
+impl Pool {
+    /// A pool with no worker yet.
+    pub(crate) fn new(config: Config) -> Arc<Pool> {
+        let id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Pool {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                workers: 0,
+                idle: 0,
+                sleepers: Vec::new(),
+                helpers: Vec::new(),
+                handles: Vec::new(),
+                next_index: 0,
+                shutdown: false,
+                broken: false,
+            }),
+            exited: Condvar::new(),
+            max_workers: config.max_workers,
+            prefix: config.name_prefix.unwrap_or_else(|| format!("cfpool{id}")),
+            initializer: config.initializer.map(|(f, a)| (f, a as usize)),
+        })
+    }
+
+    /// Live workers.
+    pub(crate) fn worker_count(&self) -> usize {
+        lock(&self.state).workers
+    }
+
+    /// Queues a task; returns its future.
+    pub(crate) fn submit(self: &Arc<Self>, task: Task) -> Result<Arc<Core>, SubmitError> {
+        let core = Core::with_task(task);
+        let mut st = lock(&self.state);
+        if st.broken {
+            return Err(SubmitError::Broken);
+        }
+        if st.shutdown {
+            return Err(SubmitError::Shutdown);
+        }
+        st.queue.push_back(core.clone());
+        match self.plan(&mut st) {
+            Action::Nothing => {}
+            Action::Wake(t) => {
+                drop(st);
+                t.unpark();
+            }
+            Action::Spawn(index) => {
+                drop(st);
+                if let Err(e) = self.spawn(index) {
+                    return self.spawn_failed(&core, e).map(|()| core);
+                }
+            }
+        }
+        Ok(core)
+    }
+
+    /// Decides, under the lock, who runs the task just queued.
+    fn plan(&self, st: &mut State) -> Action {
+        let awake_idle = st.idle - st.sleepers.len();
+        if st.queue.len() <= awake_idle {
+            return Action::Nothing;
+        }
+        if let Some(t) = st.sleepers.pop() {
+            return Action::Wake(t);
+        }
+        if st.workers < self.max_workers {
+            st.workers += 1;
+            st.idle += 1;
+            st.next_index += 1;
+            return Action::Spawn(st.next_index - 1);
+        }
+        match st.helpers.pop() {
+            Some(t) => Action::Wake(t),
+            None => Action::Nothing,
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, index: usize) -> io::Result<()> {
+        let pool = Arc::clone(self);
+        let handle = thread::Builder::new()
+            .name(format!("{}_{}", self.prefix, index))
+            .stack_size(WORKER_STACK)
+            .spawn(move || worker_main(pool))?;
+        lock(&self.state).handles.push(handle);
+        Ok(())
+    }
+
+    /// The OS refused a thread. With another worker alive, the task stays queued; with
+    /// none, the submit fails and takes its task back, and any other task queued in the
+    /// meantime (by submits that counted on the worker we could not start) is broken.
+    fn spawn_failed(&self, core: &Arc<Core>, e: io::Error) -> Result<(), SubmitError> {
+        let mut st = lock(&self.state);
+        st.workers -= 1;
+        st.idle -= 1;
+        if st.workers > 0 {
+            return Ok(());
+        }
+        st.queue.retain(|f| !Arc::ptr_eq(f, core));
+        let stranded: Vec<_> = st.queue.drain(..).collect();
+        drop(st);
+        let message = format!("no worker thread could be started: {e}");
+        for f in stranded {
+            let _ = f.finish(Outcome::Failed(Failure::new(CF_BROKEN, 0, &message)));
+        }
+        Err(SubmitError::Os(e))
+    }
+
+    /// Marks the pool broken after an initializer failed and fails every queued task.
+    fn break_pool(&self, e: UserError) {
+        let (code, message) = match e {
+            UserError::Raised(r) => (
+                r.code,
+                r.message
+                    .as_deref()
+                    .map(CStr::to_string_lossy)
+                    .unwrap_or_default()
+                    .into_owned(),
+            ),
+            UserError::Unwound => (0, "it unwound".to_owned()),
+        };
+        let message = if message.is_empty() {
+            "a worker initializer failed; the executor is broken".to_owned()
+        } else {
+            format!("a worker initializer failed ({message}); the executor is broken")
+        };
+        let (queued, sleepers) = {
+            let mut st = lock(&self.state);
+            st.broken = true;
+            let q: Vec<_> = st.queue.drain(..).collect();
+            (q, std::mem::take(&mut st.sleepers))
+        };
+        for t in sleepers {
+            t.unpark();
+        }
+        for f in queued {
+            let _ = f.finish(Outcome::Failed(Failure::new(CF_BROKEN, code, &message)));
+        }
+    }
+
+    /// `cf_executor_shutdown`.
+    pub(crate) fn shutdown(&self, wait: bool, cancel_futures: bool) -> cf_status {
+        let (cancelled, sleepers) = {
+            let mut st = lock(&self.state);
+            st.shutdown = true;
+            let c: Vec<_> = if cancel_futures {
+                st.queue.drain(..).collect()
+            } else {
+                Vec::new()
+            };
+            (c, std::mem::take(&mut st.sleepers))
+        };
+        for t in sleepers {
+            t.unpark();
+        }
+        for f in cancelled {
+            f.cancel();
+        }
+        if !wait {
+            return CF_OK;
+        }
+        if ptr::eq(WORKER_OF.with(|w| w.get()), self) {
+            return CF_INVALID_STATE;
+        }
+        let handles = std::mem::take(&mut lock(&self.state).handles);
+        for h in handles {
+            let _ = h.join();
+        }
+        let mut st = lock(&self.state);
+        while st.workers > 0 {
+            st = self.exited.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        CF_OK
+    }
+
+    /// While a worker of this pool waits: run one queued task, or register as a helper.
+    pub(crate) fn help_once(&self) -> Help {
+        let depth = HELP_DEPTH.with(|d| d.get());
+        if depth >= MAX_HELP_DEPTH {
+            return Help::Cannot;
+        }
+        let mut st = lock(&self.state);
+        if let Some(job) = st.queue.pop_front() {
+            drop(st);
+            HELP_DEPTH.with(|d| d.set(depth + 1));
+            job.run();
+            HELP_DEPTH.with(|d| d.set(depth));
+            return Help::Ran;
+        }
+        st.helpers.push(thread::current());
+        Help::Registered
+    }
+
+    /// Undoes `Help::Registered` (if no submit has popped this thread already).
+    pub(crate) fn unregister_helper(&self) {
+        let me = thread::current().id();
+        let mut st = lock(&self.state);
+        if let Some(i) = st.helpers.iter().position(|t| t.id() == me) {
+            st.helpers.swap_remove(i);
+        }
+    }
+
+    fn exit_worker(&self, mut st: MutexGuard<'_, State>) {
+        st.workers -= 1;
+        st.idle -= 1;
+        drop(st);
+        self.exited.notify_all();
+    }
+}
+
+fn worker_main(pool: Arc<Pool>) {
+    WORKER_OF.with(|w| w.set(Arc::as_ptr(&pool)));
+    if let Some((init, arg)) = pool.initializer {
+        // SAFETY: the caller's initializer with the caller's initarg, as configured.
+        if let Err(e) = call_task(|| unsafe { init(arg as *mut c_void) }) {
+            pool.break_pool(e);
+            pool.exit_worker(lock(&pool.state));
+            WORKER_OF.with(|w| w.set(ptr::null()));
+            return;
+        }
+    }
+    let me = thread::current();
+    let mut st = lock(&pool.state);
+    loop {
+        let Some(mut job) = st.queue.pop_front() else {
+            if st.shutdown || st.broken {
+                break;
+            }
+            st.sleepers.push(me.clone());
+            drop(st);
+            thread::park();
+            st = lock(&pool.state);
+            if let Some(i) = st.sleepers.iter().position(|t| t.id() == me.id()) {
+                st.sleepers.swap_remove(i);
+            }
+            continue;
+        };
+        st.idle -= 1;
+        drop(st);
+        loop {
+            let outcome = job.start().map(Task::run);
+            // Idle again before the outcome is published (see the module comment), and
+            // the next task is taken in the same critical section.
+            let next = {
+                let mut st = lock(&pool.state);
+                st.idle += 1;
+                let next = st.queue.pop_front();
+                if next.is_some() {
+                    st.idle -= 1;
+                }
+                next
+            };
+            if let Some(outcome) = outcome {
+                let _ = job.finish(outcome);
+            }
+            match next {
+                Some(n) => job = n,
+                None => break,
+            }
+        }
+        st = lock(&pool.state);
+    }
+    pool.exit_worker(st);
+    WORKER_OF.with(|w| w.set(ptr::null()));
+}
