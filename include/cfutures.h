@@ -61,6 +61,17 @@
 #define CF_FOREVER -1.0
 
 /**
+ * An iteration over futures in the order they become done: Python's `as_completed`.
+ *
+ * Owned by the caller: created by `cf_as_completed_new`, freed with
+ * `cf_as_completed_free`. It holds a reference to each of its futures until freed. Use
+ * one iterator from one thread at a time (any thread).
+ *
+ * Methods: `cf_as_completed_next`, `cf_as_completed_free`.
+ */
+typedef struct cf_as_completed cf_as_completed;
+
+/**
  * A pool of workers that runs tasks and hands back futures: Python's `Executor`.
  *
  * Owned by the caller: created by `cf_thread_pool_new`, ended by `cf_executor_free`
@@ -89,6 +100,16 @@ typedef struct cf_executor cf_executor;
  * `cf_future_set_exception`.
  */
 typedef struct cf_future cf_future;
+
+/**
+ * An ongoing map: results of one function over many inputs, in input order.
+ *
+ * Owned by the caller: created by `cf_map_new` or `cf_map_bytes_new`, freed with
+ * `cf_map_free`. Use one map from one thread at a time (any thread).
+ *
+ * Methods: `cf_map_next`, `cf_map_next_bytes`, `cf_map_free`.
+ */
+typedef struct cf_map cf_map;
 
 /**
  * The outcome of a call that can fail, and the way a future ended.
@@ -172,6 +193,27 @@ typedef uint32_t cf_state;
 typedef void (*cf_callback)(struct cf_future *f, void *userdata);
 
 /**
+ * A byte buffer: `len` bytes at `data`. As an input it is borrowed for the call (the
+ * bytes are copied); as a result it is lent out by its owner (see each function).
+ */
+typedef struct cf_bytes {
+    /**
+     * The first byte; may be NULL when `len` is 0.
+     */
+    const void *data;
+    /**
+     * How many bytes.
+     */
+    size_t len;
+} cf_bytes;
+
+/**
+ * What `cf_wait` waits for: a fixed-width integer with the `CF_*` values below; any
+ * other value is `CF_INVALID_ARGUMENT`.
+ */
+typedef uint32_t cf_return_when;
+
+/**
  * Not started: queued in an executor, or a promise not yet marked running.
  */
 #define CF_STATE_PENDING 0
@@ -252,6 +294,22 @@ typedef void (*cf_callback)(struct cf_future *f, void *userdata);
  * An internal error in cfutures (a caught Rust panic). Never expected; please report.
  */
 #define CF_PANIC 11
+
+/**
+ * Return when any future is done (finished or cancelled).
+ */
+#define CF_FIRST_COMPLETED 0
+
+/**
+ * Return when any future fails (`CF_TASK_FAILED` or `CF_BROKEN`; a cancelled one does
+ * not count), or when all are done.
+ */
+#define CF_FIRST_EXCEPTION 1
+
+/**
+ * Return when every future is done.
+ */
+#define CF_ALL_COMPLETED 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -492,6 +550,91 @@ cf_status cf_future_set_result(struct cf_future *f, void *result);
 cf_status cf_future_set_exception(struct cf_future *f, int code, const char *message);
 
 /**
+ * Waits like `cf_future_result` for a byte-task future (`cf_submit_bytes`) and lends out
+ * its result buffer.
+ *
+ * On `CF_OK`, `out->data` and `out->len` are the task's buffer (NULL and 0 if it
+ * returned NULL), owned by the future: valid while the future lives, freed with it; do
+ * not free it. Other statuses as `cf_future_result`; `CF_INVALID_ARGUMENT` also when `f`
+ * finished with a pointer result (it is not a byte task), or for NULL `f` or `out`.
+ */
+cf_status cf_future_result_bytes(struct cf_future *f, double timeout, struct cf_bytes *out);
+
+/**
+ * Runs `fn(args[i])` for `n` inputs and gives the results in input order: Python's
+ * `Executor.map`.
+ *
+ * Every item is submitted before the call returns, `chunksize` items per task (0 means
+ * 1): a chunk runs its items one after the other on one worker, which makes many small
+ * items much cheaper. `args` is read during the call only (NULL allowed when `n` is 0).
+ * The time limit `timeout` counts from this call. On `CF_OK`, `*out` is a new map, freed
+ * with `cf_map_free`.
+ *
+ * Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `fn` or `out`, NULL `args` with `n > 0`,
+ * or a NaN timeout; `CF_SHUTDOWN`, `CF_BROKEN` or `CF_OS_ERROR` as `cf_submit` does
+ * (then nothing runs: what was already submitted is cancelled).
+ */
+cf_status cf_map_new(struct cf_executor *ex,
+                     cf_fn fn,
+                     void *const *args,
+                     size_t n,
+                     size_t chunksize,
+                     double timeout,
+                     struct cf_map **out);
+
+/**
+ * Runs the byte task `fn` over `n` byte inputs and gives the results in input order.
+ *
+ * As `cf_map_new`; each input is copied before the call returns (`inputs[i].data` may
+ * be NULL when its `len` is 0). Read the results with `cf_map_next_bytes`. Returns
+ * `CF_INVALID_ARGUMENT` also for an input with NULL data and a length.
+ */
+cf_status cf_map_bytes_new(struct cf_executor *ex,
+                           cf_bytes_fn fn,
+                           const struct cf_bytes *inputs,
+                           size_t n,
+                           size_t chunksize,
+                           double timeout,
+                           struct cf_map **out);
+
+/**
+ * Gives the next result of `m`, in input order.
+ *
+ * - `CF_OK`: `*result` is the item's value (for a byte map, the data pointer), and
+ *   `*code`/`*message` are set to 0/NULL.
+ * - `CF_TASK_FAILED`, `CF_BROKEN` or `CF_CANCELLED`: that item failed; `*code` and
+ *   `*message` get its error (the message is owned by the map, valid until
+ *   `cf_map_free`). Every item not yet started is then cancelled, and later calls give
+ *   `CF_END`, as Python's map stops at the first error.
+ * - `CF_TIMEOUT`: the `timeout` of `cf_map_new` has passed and this item is not done
+ *   (a later call may still get it; `cf_map_free` cancels what has not started).
+ * - `CF_END`: every item has been read.
+ * - `CF_INVALID_ARGUMENT`: `m` or `result` is NULL.
+ *
+ * `code` and `message` may be NULL. Blocks until the item is done or the time is up.
+ */
+cf_status cf_map_next(struct cf_map *m, void **result, int *code, const char **message);
+
+/**
+ * Gives the next result of a byte map (`cf_map_bytes_new`), in input order.
+ *
+ * As `cf_map_next`; on `CF_OK`, `*result` lends out the task's buffer, owned by the map
+ * and valid until `cf_map_free` (NULL data and 0 length when the task returned NULL).
+ * Returns `CF_INVALID_ARGUMENT` for a map made by `cf_map_new`.
+ */
+cf_status cf_map_next_bytes(struct cf_map *m,
+                            struct cf_bytes *result,
+                            int *code,
+                            const char **message);
+
+/**
+ * Frees the map: cancels every item not yet started (items running finish on their
+ * own) and frees the results it lent out. Never blocks. NULL does nothing; do not free
+ * twice.
+ */
+void cf_map_free(struct cf_map *m);
+
+/**
  * The name of a status code, such as `"CF_TIMEOUT"`.
  *
  * Returns a static NUL-terminated string, never NULL; for a value that is not a
@@ -506,6 +649,67 @@ const char *cf_status_name(cf_status s);
  * `assert(strcmp(cf_version(), CF_VERSION) == 0)`.
  */
 const char *cf_version(void);
+
+/**
+ * Waits until some or all of `n` futures are done: Python's `concurrent.futures.wait`.
+ *
+ * `when` is `CF_FIRST_COMPLETED`, `CF_FIRST_EXCEPTION` or `CF_ALL_COMPLETED`. A future
+ * may appear more than once; cancelled futures count as done. Futures from executors
+ * and promises mix freely. The futures are borrowed for the call.
+ *
+ * Returns `CF_OK` once the condition holds, `CF_TIMEOUT` if `timeout` seconds passed
+ * first. In both cases `done[i]` (when `done` is not NULL) says whether `fs[i]` is done
+ * at return and `*n_done` (when `n_done` is not NULL) counts the done entries of `fs`
+ * (duplicates counted each time). `n == 0` returns `CF_OK` at once (`fs` may then be
+ * NULL). Returns `CF_INVALID_ARGUMENT`, writing nothing, for a NULL `fs` with `n > 0`,
+ * a NULL entry, an unknown `when`, or a NaN timeout.
+ *
+ * The wait is event-driven and costs O(n): the thread sleeps until one of its futures
+ * completes. On a thread-pool worker it runs queued tasks of its pool meanwhile.
+ */
+cf_status cf_wait(struct cf_future *const *fs,
+                  size_t n,
+                  cf_return_when when,
+                  double timeout,
+                  bool *done,
+                  size_t *n_done);
+
+/**
+ * Starts iterating over `n` futures in completion order: those already done first
+ * (in array order), then each as it becomes done. Each distinct future is yielded once.
+ *
+ * The iterator takes its own reference to each future, so the caller may release its
+ * references at once. The time limit `timeout` counts from this call. On `CF_OK`,
+ * `*out` is a new iterator, freed with `cf_as_completed_free`. Returns
+ * `CF_INVALID_ARGUMENT` for NULL `out`, a NULL `fs` with `n > 0`, a NULL entry, or a NaN
+ * timeout. Creating it costs O(n).
+ */
+cf_status cf_as_completed_new(struct cf_future *const *fs,
+                              size_t n,
+                              double timeout,
+                              struct cf_as_completed **out);
+
+/**
+ * Gives the next future to be done.
+ *
+ * - `CF_OK`: `*f` is a done future, borrowed: valid until the iterator is freed (take a
+ *   reference with `cf_future_retain` to keep it longer; do not release it otherwise).
+ * - `CF_TIMEOUT`: `timeout` seconds have passed since `cf_as_completed_new` and no
+ *   further future is done yet (a later call may still yield one that finishes).
+ * - `CF_END`: every future has been yielded (and again on later calls).
+ * - `CF_INVALID_ARGUMENT`: `it` or `f` is NULL.
+ *
+ * Blocks until a future is done or the time is up; it never polls. On a thread-pool
+ * worker it runs queued tasks of its pool meanwhile.
+ */
+cf_status cf_as_completed_next(struct cf_as_completed *it, struct cf_future **f);
+
+/**
+ * Frees the iterator and its references to the futures (which are not cancelled).
+ * Futures not yet yielded keep running; their later completion touches nothing of the
+ * freed iterator. NULL does nothing; do not free twice.
+ */
+void cf_as_completed_free(struct cf_as_completed *it);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -124,6 +124,15 @@ unsafe fn executor_ref<'a>(ex: *const cf_executor) -> Option<&'a cf_executor> {
     unsafe { ex.as_ref() }
 }
 
+/// The pool behind a handle.
+///
+/// # Safety
+/// `ex` is NULL or a live executor handle.
+pub(crate) unsafe fn executor_pool<'a>(ex: *const cf_executor) -> Option<&'a std::sync::Arc<Pool>> {
+    // SAFETY: by the caller's guarantee.
+    unsafe { executor_ref(ex) }.map(|e| &e.pool)
+}
+
 /// Submits the internal task; writes the future on success.
 fn submit_task(ex: &cf_executor, task: Task, out: *mut *mut cf_future) -> cf_status {
     match ex.pool.submit(task) {

@@ -369,3 +369,31 @@ pub unsafe extern "C" fn cf_future_set_exception(
         }
     }
 }
+
+/// Waits like `cf_future_result` for a byte-task future (`cf_submit_bytes`) and lends out
+/// its result buffer.
+///
+/// On `CF_OK`, `out->data` and `out->len` are the task's buffer (NULL and 0 if it
+/// returned NULL), owned by the future: valid while the future lives, freed with it; do
+/// not free it. Other statuses as `cf_future_result`; `CF_INVALID_ARGUMENT` also when `f`
+/// finished with a pointer result (it is not a byte task), or for NULL `f` or `out`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_future_result_bytes(
+    f: *mut cf_future,
+    timeout: f64,
+    out: *mut crate::map::cf_bytes,
+) -> cf_status {
+    ffi_boundary! {
+        try_nonnull!(out);
+        // SAFETY: `f` is NULL or a live handle.
+        let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
+        let bytes = match try_status!(settle(core, timeout)) {
+            Outcome::Bytes(b) => crate::map::cf_bytes { data: b.ptr, len: b.len },
+            Outcome::Failed(e) => return e.status,
+            Outcome::Value(_) | Outcome::Chunk(_) => return CF_INVALID_ARGUMENT,
+        };
+        // SAFETY: `out` is non-NULL and writable (contract).
+        unsafe { *out = bytes };
+        CF_OK
+    }
+}

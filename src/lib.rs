@@ -12,5 +12,7 @@ mod rt;
 
 pub mod executor;
 pub mod future;
+pub mod map;
 pub mod status;
 pub mod version;
+pub mod wait;

@@ -107,13 +107,6 @@ unsafe impl Sync for Core {}
 // are opaque C values that the contract lets us hand to any thread.
 unsafe impl Send for Listener {}
 
-/// Why `claim` failed.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum NotClaimed {
-    /// Already finished, completing or cancelled.
-    Done,
-}
-
 impl Core {
     fn with_slot(slot: Slot) -> Arc<Core> {
         Arc::new(Core {
@@ -306,6 +299,18 @@ impl Core {
                 Ok(())
             }
         }
+    }
+
+    /// Removes the multi-wait registration `(set, index)`, if it is still registered.
+    pub(crate) fn remove_notify(&self, set: &Arc<WaitSet>, index: usize) {
+        self.remove_listener(
+            |l| matches!(l, Listener::Notify(s, i) if *i == index && Arc::ptr_eq(s, set)),
+        );
+    }
+
+    /// Whether the future finished with a failure (`CF_TASK_FAILED` or `CF_BROKEN`).
+    pub(crate) fn failed(&self) -> bool {
+        matches!(self.outcome(), Some(Outcome::Failed(_)))
     }
 
     /// Removes the first listener that `matches`, if it is still registered.

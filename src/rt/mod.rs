@@ -3,6 +3,8 @@
 
 pub(crate) mod context;
 pub(crate) mod future;
+pub(crate) mod many;
+pub(crate) mod map;
 pub(crate) mod pool;
 pub(crate) mod sync;
 pub(crate) mod task;

@@ -96,16 +96,6 @@ pub(crate) enum Outcome {
     Chunk(Box<[Outcome]>),
 }
 
-impl Outcome {
-    /// The status a reader of this outcome gets.
-    pub(crate) fn status(&self) -> cf_status {
-        match self {
-            Outcome::Failed(f) => f.status,
-            _ => crate::status::CF_OK,
-        }
-    }
-}
-
 fn run_call(f: TaskFn, arg: *mut c_void) -> Outcome {
     // SAFETY: `f` is the caller's task function; the contract makes calling it with its
     // `arg` the caller's responsibility.

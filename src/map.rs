@@ -1,0 +1,228 @@
+//! `cf_map_*`: Python's `Executor.map`.
+
+use crate::{
+    executor::{cf_bytes_fn, cf_executor, copy_bytes, executor_pool},
+    ffi::handle::{box_into_raw, box_take},
+    future::cf_fn,
+    rt::{
+        map::{Item, Items, MapIter},
+        time::Deadline,
+    },
+    status::*,
+};
+use std::ffi::{c_char, c_int, c_void};
+
+/// An ongoing map: results of one function over many inputs, in input order.
+///
+/// Owned by the caller: created by `cf_map_new` or `cf_map_bytes_new`, freed with
+/// `cf_map_free`. Use one map from one thread at a time (any thread).
+///
+/// Methods: `cf_map_next`, `cf_map_next_bytes`, `cf_map_free`.
+pub struct cf_map {
+    inner: MapIter,
+}
+
+/// A byte buffer: `len` bytes at `data`. As an input it is borrowed for the call (the
+/// bytes are copied); as a result it is lent out by its owner (see each function).
+#[repr(C)]
+pub struct cf_bytes {
+    /// The first byte; may be NULL when `len` is 0.
+    pub data: *const c_void,
+    /// How many bytes.
+    pub len: usize,
+}
+
+fn start(
+    ex: *mut cf_executor,
+    items: Items,
+    chunksize: usize,
+    timeout: f64,
+    out: *mut *mut cf_map,
+) -> cf_status {
+    let Some(deadline) = Deadline::from_timeout(timeout) else {
+        return CF_INVALID_ARGUMENT;
+    };
+    // SAFETY: `ex` is NULL or a live executor (contract).
+    let Some(pool) = (unsafe { executor_pool(ex) }) else {
+        return CF_INVALID_ARGUMENT;
+    };
+    match MapIter::start(pool, items, chunksize, deadline) {
+        Ok(inner) => {
+            // SAFETY: `out` was checked non-NULL by the caller and is writable.
+            unsafe { *out = box_into_raw(cf_map { inner }) };
+            CF_OK
+        }
+        Err(e) => e.status(),
+    }
+}
+
+/// Runs `fn(args[i])` for `n` inputs and gives the results in input order: Python's
+/// `Executor.map`.
+///
+/// Every item is submitted before the call returns, `chunksize` items per task (0 means
+/// 1): a chunk runs its items one after the other on one worker, which makes many small
+/// items much cheaper. `args` is read during the call only (NULL allowed when `n` is 0).
+/// The time limit `timeout` counts from this call. On `CF_OK`, `*out` is a new map, freed
+/// with `cf_map_free`.
+///
+/// Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `fn` or `out`, NULL `args` with `n > 0`,
+/// or a NaN timeout; `CF_SHUTDOWN`, `CF_BROKEN` or `CF_OS_ERROR` as `cf_submit` does
+/// (then nothing runs: what was already submitted is cancelled).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_map_new(
+    ex: *mut cf_executor,
+    r#fn: cf_fn,
+    args: *const *mut c_void,
+    n: usize,
+    chunksize: usize,
+    timeout: f64,
+    out: *mut *mut cf_map,
+) -> cf_status {
+    ffi_boundary! {
+        try_nonnull!(out);
+        let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
+        if n > 0 && args.is_null() {
+            return CF_INVALID_ARGUMENT;
+        }
+        let args = if n == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: non-NULL with `n` readable entries (contract).
+            unsafe { std::slice::from_raw_parts(args, n) }.to_vec()
+        };
+        start(ex, Items::Calls(f, args), chunksize, timeout, out)
+    }
+}
+
+/// Runs the byte task `fn` over `n` byte inputs and gives the results in input order.
+///
+/// As `cf_map_new`; each input is copied before the call returns (`inputs[i].data` may
+/// be NULL when its `len` is 0). Read the results with `cf_map_next_bytes`. Returns
+/// `CF_INVALID_ARGUMENT` also for an input with NULL data and a length.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_map_bytes_new(
+    ex: *mut cf_executor,
+    r#fn: cf_bytes_fn,
+    inputs: *const cf_bytes,
+    n: usize,
+    chunksize: usize,
+    timeout: f64,
+    out: *mut *mut cf_map,
+) -> cf_status {
+    ffi_boundary! {
+        try_nonnull!(out);
+        let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
+        if n > 0 && inputs.is_null() {
+            return CF_INVALID_ARGUMENT;
+        }
+        let inputs = if n == 0 {
+            &[][..]
+        } else {
+            // SAFETY: non-NULL with `n` readable entries (contract).
+            unsafe { std::slice::from_raw_parts(inputs, n) }
+        };
+        let mut copies = Vec::with_capacity(n);
+        for b in inputs {
+            // SAFETY: each input is NULL or `len` readable bytes (contract).
+            copies.push(try_status!(unsafe { copy_bytes(b.data, b.len) }));
+        }
+        start(ex, Items::Bytes(f, copies), chunksize, timeout, out)
+    }
+}
+
+/// Reads the next item of `m`: shared by both `next` functions.
+fn next_item(
+    m: *mut cf_map,
+    want_bytes: bool,
+    code: *mut c_int,
+    message: *mut *const c_char,
+) -> Result<(*mut c_void, usize), cf_status> {
+    // SAFETY: `m` is NULL or a live map used by this thread only (contract).
+    let Some(m) = (unsafe { m.as_mut() }) else {
+        return Err(CF_INVALID_ARGUMENT);
+    };
+    if want_bytes && !m.inner.is_bytes() {
+        return Err(CF_INVALID_ARGUMENT);
+    }
+    let (status, value, c, msg) = match m.inner.next() {
+        Item::Ok(v, len) => (CF_OK, (v, len), 0, std::ptr::null()),
+        Item::Failed(s, c, msg) => (s, (std::ptr::null_mut(), 0), c, msg),
+        Item::Stop(s) => return Err(s),
+    };
+    // SAFETY: each is NULL or writable (contract).
+    unsafe {
+        if let Some(code) = code.as_mut() {
+            *code = c;
+        }
+        if let Some(message) = message.as_mut() {
+            *message = msg;
+        }
+    }
+    if status == CF_OK {
+        Ok(value)
+    } else {
+        Err(status)
+    }
+}
+
+/// Gives the next result of `m`, in input order.
+///
+/// - `CF_OK`: `*result` is the item's value (for a byte map, the data pointer), and
+///   `*code`/`*message` are set to 0/NULL.
+/// - `CF_TASK_FAILED`, `CF_BROKEN` or `CF_CANCELLED`: that item failed; `*code` and
+///   `*message` get its error (the message is owned by the map, valid until
+///   `cf_map_free`). Every item not yet started is then cancelled, and later calls give
+///   `CF_END`, as Python's map stops at the first error.
+/// - `CF_TIMEOUT`: the `timeout` of `cf_map_new` has passed and this item is not done
+///   (a later call may still get it; `cf_map_free` cancels what has not started).
+/// - `CF_END`: every item has been read.
+/// - `CF_INVALID_ARGUMENT`: `m` or `result` is NULL.
+///
+/// `code` and `message` may be NULL. Blocks until the item is done or the time is up.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_map_next(
+    m: *mut cf_map,
+    result: *mut *mut c_void,
+    code: *mut c_int,
+    message: *mut *const c_char,
+) -> cf_status {
+    ffi_boundary! {
+        try_nonnull!(result);
+        let (value, _) = try_status!(next_item(m, false, code, message));
+        // SAFETY: non-NULL and writable (contract).
+        unsafe { *result = value };
+        CF_OK
+    }
+}
+
+/// Gives the next result of a byte map (`cf_map_bytes_new`), in input order.
+///
+/// As `cf_map_next`; on `CF_OK`, `*result` lends out the task's buffer, owned by the map
+/// and valid until `cf_map_free` (NULL data and 0 length when the task returned NULL).
+/// Returns `CF_INVALID_ARGUMENT` for a map made by `cf_map_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_map_next_bytes(
+    m: *mut cf_map,
+    result: *mut cf_bytes,
+    code: *mut c_int,
+    message: *mut *const c_char,
+) -> cf_status {
+    ffi_boundary! {
+        try_nonnull!(result);
+        let (data, len) = try_status!(next_item(m, true, code, message));
+        // SAFETY: non-NULL and writable (contract).
+        unsafe { *result = cf_bytes { data, len } };
+        CF_OK
+    }
+}
+
+/// Frees the map: cancels every item not yet started (items running finish on their
+/// own) and frees the results it lent out. Never blocks. NULL does nothing; do not free
+/// twice.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_map_free(m: *mut cf_map) {
+    ffi_boundary! {
+        // SAFETY: `m` is NULL or our live box, which the caller gives up.
+        drop(unsafe { box_take(m) });
+    }
+}

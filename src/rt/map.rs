@@ -1,0 +1,164 @@
+//! `Executor.map`: every item submitted at once in chunks of `chunksize` items (one task
+//! each), results read back in input order.
+
+use super::{
+    future::Core,
+    pool::{Pool, SubmitError},
+    sync::Arc,
+    task::{BytesFn, Chunk, Outcome, TaskFn},
+    time::Deadline,
+};
+use crate::{
+    future::failure_message,
+    status::{CF_CANCELLED, CF_END, CF_TIMEOUT, cf_status},
+};
+use std::ffi::{c_char, c_int, c_void};
+
+/// The items of a map, before they are cut into chunks.
+pub(crate) enum Items {
+    Calls(TaskFn, Vec<*mut c_void>),
+    Bytes(BytesFn, Vec<Box<[u8]>>),
+}
+
+/// One item as `cf_map_next` reports it. Pointers are owned by the map: byte results and
+/// failure messages stay valid until the map is freed.
+pub(crate) enum Item {
+    /// `CF_OK` with the task's value, or a byte result's data and length.
+    Ok(*mut c_void, usize),
+    /// A failed item: `CF_TASK_FAILED`, `CF_BROKEN` or `CF_CANCELLED`, with code and
+    /// message (0 and NULL when cancelled).
+    Failed(cf_status, c_int, *const c_char),
+    /// `CF_TIMEOUT` or `CF_END`.
+    Stop(cf_status),
+}
+
+/// An ongoing map.
+pub(crate) struct MapIter {
+    chunks: Vec<Option<Arc<Core>>>,
+    chunksize: usize,
+    n: usize,
+    next: usize,
+    ended: bool,
+    keep_results: bool,
+    deadline: Deadline,
+}
+
+impl MapIter {
+    /// Submits every chunk. If a submit is refused, what was submitted is cancelled.
+    pub(crate) fn start(
+        pool: &Arc<Pool>,
+        items: Items,
+        chunksize: usize,
+        deadline: Deadline,
+    ) -> Result<MapIter, SubmitError> {
+        let chunksize = chunksize.max(1);
+        let mut chunks = Vec::new();
+        let (n, keep_results) = match &items {
+            Items::Calls(_, v) => (v.len(), false),
+            Items::Bytes(_, v) => (v.len(), true),
+        };
+        let tasks: Vec<super::task::Task> = match items {
+            Items::Calls(f, args) if chunksize == 1 => args
+                .into_iter()
+                .map(|a| super::task::Task::Call(f, a))
+                .collect(),
+            Items::Bytes(f, inputs) if chunksize == 1 => inputs
+                .into_iter()
+                .map(|i| super::task::Task::Bytes(f, i))
+                .collect(),
+            Items::Calls(f, args) => args
+                .chunks(chunksize)
+                .map(|c| super::task::Task::Chunk(Box::new(Chunk::Calls(f, c.into()))))
+                .collect(),
+            Items::Bytes(f, inputs) => {
+                let mut tasks = Vec::with_capacity(n.div_ceil(chunksize));
+                let mut it = inputs.into_iter();
+                loop {
+                    let c: Box<[Box<[u8]>]> = it.by_ref().take(chunksize).collect();
+                    if c.is_empty() {
+                        break;
+                    }
+                    tasks.push(super::task::Task::Chunk(Box::new(Chunk::Bytes(f, c))));
+                }
+                tasks
+            }
+        };
+        chunks.reserve(tasks.len());
+        for task in tasks {
+            match pool.submit(task) {
+                Ok(core) => chunks.push(Some(core)),
+                Err(e) => {
+                    for c in chunks.iter().flatten() {
+                        c.cancel();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(MapIter {
+            chunks,
+            chunksize,
+            n,
+            next: 0,
+            ended: false,
+            keep_results,
+            deadline,
+        })
+    }
+
+    /// Whether this map's results are byte buffers.
+    pub(crate) fn is_bytes(&self) -> bool {
+        self.keep_results
+    }
+
+    fn cancel_rest(&mut self) {
+        self.ended = true;
+        for c in self.chunks.iter().flatten() {
+            c.cancel();
+        }
+    }
+
+    /// The next item's outcome, in input order.
+    pub(crate) fn next(&mut self) -> Item {
+        if self.ended || self.next == self.n {
+            return Item::Stop(CF_END);
+        }
+        let (ci, off) = (self.next / self.chunksize, self.next % self.chunksize);
+        let Some(core) = self.chunks[ci].clone() else {
+            unreachable!("a chunk released before its last item was read");
+        };
+        if !core.wait(self.deadline) {
+            return Item::Stop(CF_TIMEOUT);
+        }
+        self.next += 1;
+        let outcome = match core.outcome() {
+            Some(Outcome::Chunk(items)) => items.get(off),
+            other => other,
+        };
+        let item = match outcome {
+            None => Item::Failed(CF_CANCELLED, 0, std::ptr::null()),
+            Some(Outcome::Failed(e)) => Item::Failed(e.status, e.code, failure_message(e)),
+            Some(Outcome::Value(v)) => Item::Ok(*v, 0),
+            Some(Outcome::Bytes(b)) => Item::Ok(b.ptr, b.len),
+            Some(Outcome::Chunk(_)) => unreachable!("nested chunk"),
+        };
+        if let Item::Failed(..) = item {
+            // Python's map stops at the first error and cancels what has not started.
+            self.cancel_rest();
+        } else if !self.keep_results && (off + 1 == self.chunksize || self.next == self.n) {
+            // Every item of this chunk has been read and the values were copied out: let
+            // the chunk go. (Byte results are lent out, so those stay until the map is
+            // freed, as do failed chunks, whose messages are lent out.)
+            self.chunks[ci] = None;
+        }
+        item
+    }
+}
+
+impl Drop for MapIter {
+    fn drop(&mut self) {
+        for c in self.chunks.iter().flatten() {
+            c.cancel();
+        }
+    }
+}
