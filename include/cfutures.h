@@ -338,6 +338,39 @@ extern "C" {
 cf_status cf_thread_pool_new(const struct cf_executor_options *opts, struct cf_executor **out);
 
 /**
+ * Creates a process pool: Python's `ProcessPoolExecutor`, for code that is not
+ * thread-safe, may crash, or leaks.
+ *
+ * Workers are processes of this program made with `fork`, started lazily (as for thread
+ * pools) up to `max_workers` (0: the number of CPUs this process may run on). They are
+ * forked from a single-threaded *fork server* that this call forks at once, so every
+ * worker starts from the program as it is at this call: globals set before it are
+ * visible in tasks, later changes are not; and no worker inherits a lock held by
+ * another thread, even when this program has busy threads. Each worker is named
+ * `"<prefix>_<n>"` (process name) and is driven by a parent thread of the same name.
+ *
+ * `cf_submit` passes `arg` as a pointer-sized value and brings the result back as one:
+ * fine for integers and for pointers into memory that existed at this call; use byte
+ * tasks (`cf_submit_bytes`, `cf_map_bytes_new`) for real data (a zero-length byte result
+ * arrives as NULL data). `cf_raise` in a worker carries its code and message back.
+ * `opts->initializer` runs in each new worker; if it fails, the pool is broken (pending
+ * futures finish with `CF_BROKEN`, later submits return `CF_BROKEN`).
+ * `opts->max_tasks_per_child` (0: never) replaces a worker after that many tasks.
+ *
+ * If a worker dies while running a task (a signal, `exit`), only that task's future
+ * finishes, with `CF_BROKEN` and a message naming the signal or exit status; the pool
+ * starts a new worker and goes on (CPython instead breaks the whole pool). Workers exit
+ * when this process dies. Shutdown and `cf_executor_free` work as for thread pools and
+ * leave no child process or zombie behind. Callbacks run on the parent-side thread that
+ * drives the worker (or as for thread pools). Worker channels are private socket pairs.
+ *
+ * On success `*out` is a new executor, freed with `cf_executor_free`. Returns
+ * `CF_INVALID_ARGUMENT` for NULL `out` or `max_workers > CF_MAX_WORKERS`, and
+ * `CF_OS_ERROR` (with `errno`) if the fork server could not be started.
+ */
+cf_status cf_process_pool_new(const struct cf_executor_options *opts, struct cf_executor **out);
+
+/**
  * Schedules `fn(arg)` and gives its future: Python's `submit`.
  *
  * On `CF_OK`, `*out` is a new future holding one reference for the caller

@@ -4,7 +4,8 @@ use crate::{
     ffi::handle::{box_into_raw, box_take, future_into_raw},
     future::{cf_fn, cf_future},
     rt::{
-        pool::{Config, Pool},
+        pool::{Config, Pool, Runner},
+        process::ProcShared,
         task::Task,
     },
     status::*,
@@ -110,7 +111,75 @@ pub unsafe extern "C" fn cf_thread_pool_new(
             config.initializer = o.initializer.map(|f| (f, o.initarg));
         }
         // SAFETY: `out` is non-NULL and writable (contract).
-        unsafe { *out = box_into_raw(cf_executor { pool: Pool::new(config) }) };
+        unsafe { *out = box_into_raw(cf_executor { pool: Pool::new(config, Runner::Local) }) };
+        CF_OK
+    }
+}
+
+/// Creates a process pool: Python's `ProcessPoolExecutor`, for code that is not
+/// thread-safe, may crash, or leaks.
+///
+/// Workers are processes of this program made with `fork`, started lazily (as for thread
+/// pools) up to `max_workers` (0: the number of CPUs this process may run on). They are
+/// forked from a single-threaded *fork server* that this call forks at once, so every
+/// worker starts from the program as it is at this call: globals set before it are
+/// visible in tasks, later changes are not; and no worker inherits a lock held by
+/// another thread, even when this program has busy threads. Each worker is named
+/// `"<prefix>_<n>"` (process name) and is driven by a parent thread of the same name.
+///
+/// `cf_submit` passes `arg` as a pointer-sized value and brings the result back as one:
+/// fine for integers and for pointers into memory that existed at this call; use byte
+/// tasks (`cf_submit_bytes`, `cf_map_bytes_new`) for real data (a zero-length byte result
+/// arrives as NULL data). `cf_raise` in a worker carries its code and message back.
+/// `opts->initializer` runs in each new worker; if it fails, the pool is broken (pending
+/// futures finish with `CF_BROKEN`, later submits return `CF_BROKEN`).
+/// `opts->max_tasks_per_child` (0: never) replaces a worker after that many tasks.
+///
+/// If a worker dies while running a task (a signal, `exit`), only that task's future
+/// finishes, with `CF_BROKEN` and a message naming the signal or exit status; the pool
+/// starts a new worker and goes on (CPython instead breaks the whole pool). Workers exit
+/// when this process dies. Shutdown and `cf_executor_free` work as for thread pools and
+/// leave no child process or zombie behind. Callbacks run on the parent-side thread that
+/// drives the worker (or as for thread pools). Worker channels are private socket pairs.
+///
+/// On success `*out` is a new executor, freed with `cf_executor_free`. Returns
+/// `CF_INVALID_ARGUMENT` for NULL `out` or `max_workers > CF_MAX_WORKERS`, and
+/// `CF_OS_ERROR` (with `errno`) if the fork server could not be started.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_process_pool_new(
+    opts: *const cf_executor_options,
+    out: *mut *mut cf_executor,
+) -> cf_status {
+    ffi_boundary! {
+        try_nonnull!(out);
+        // SAFETY: `opts` is NULL or points to a readable options struct (contract).
+        let opts = unsafe { opts.as_ref() };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut config = Config { max_workers: cpus.min(CF_MAX_WORKERS), name_prefix: None, initializer: None };
+        let mut init = None;
+        let mut max_tasks_per_child = 0;
+        if let Some(o) = opts {
+            if o.max_workers > CF_MAX_WORKERS {
+                return CF_INVALID_ARGUMENT;
+            }
+            if o.max_workers != 0 {
+                config.max_workers = o.max_workers;
+            }
+            if !o.name_prefix.is_null() {
+                // SAFETY: a non-NULL prefix is a NUL-terminated string (contract).
+                let prefix = unsafe { CStr::from_ptr(o.name_prefix) };
+                config.name_prefix = Some(prefix.to_string_lossy().into_owned());
+            }
+            init = o.initializer.map(|f| (f, o.initarg));
+            max_tasks_per_child = o.max_tasks_per_child;
+        }
+        let shared = match ProcShared::new(init, max_tasks_per_child) {
+            Ok(s) => s,
+            Err(e) => return crate::rt::pool::SubmitError::Os(e).status(),
+        };
+        let pool = Pool::new(config, Runner::Process(shared));
+        // SAFETY: `out` is non-NULL and writable (contract).
+        unsafe { *out = box_into_raw(cf_executor { pool }) };
         CF_OK
     }
 }

@@ -189,19 +189,6 @@ impl Core {
         }
     }
 
-    /// Runs this future's task on the current thread, if it can still start, and
-    /// completes it. Returns false if it had been cancelled.
-    pub(crate) fn run(&self) -> bool {
-        match self.start() {
-            Some(task) => {
-                let outcome = task.run();
-                let _ = self.finish(outcome);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Completes the future with `outcome` (result, byte result or failure).
     /// `Err` (with the outcome back, to be dropped) if it was already done.
     pub(crate) fn finish(&self, outcome: Outcome) -> Result<(), Outcome> {

@@ -57,6 +57,14 @@ thread_local! {
     static HELP_DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
+/// Where a pool's tasks run.
+pub(crate) enum Runner {
+    /// On the worker threads themselves.
+    Local,
+    /// In worker processes, one per worker thread, which acts as its proxy.
+    Process(super::process::ProcShared),
+}
+
 /// What the executor was configured with.
 pub(crate) struct Config {
     pub(crate) max_workers: usize,
@@ -119,12 +127,19 @@ pub(crate) struct Pool {
     max_workers: usize,
     prefix: String,
     initializer: Option<(InitFn, usize)>,
+    runner: Runner,
 }
 
 enum Action {
     Nothing,
     Wake(Thread),
     Spawn(usize),
+}
+
+/// In a freshly forked child: this thread is no pool's worker there.
+pub(crate) fn forget_worker_identity() {
+    WORKER_OF.with(|w| w.set(ptr::null()));
+    HELP_DEPTH.with(|d| d.set(0));
 }
 
 /// The pool the current thread works for, if it is a worker.
@@ -137,7 +152,7 @@ pub(crate) fn current_worker_pool() -> Option<&'static Pool> {
 
 impl Pool {
     /// A pool with no worker yet.
-    pub(crate) fn new(config: Config) -> Arc<Pool> {
+    pub(crate) fn new(config: Config, runner: Runner) -> Arc<Pool> {
         let id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
         Arc::new(Pool {
             state: Mutex::new(State {
@@ -155,6 +170,7 @@ impl Pool {
             max_workers: config.max_workers,
             prefix: config.name_prefix.unwrap_or_else(|| format!("cfpool{id}")),
             initializer: config.initializer.map(|(f, a)| (f, a as usize)),
+            runner,
         })
     }
 
@@ -211,12 +227,27 @@ impl Pool {
         }
     }
 
+    /// Runs a queued future's task, if it can still start; `None` if it was cancelled.
+    /// The caller publishes the outcome.
+    fn run_job(&self, job: &Core) -> Option<Outcome> {
+        let task = job.start()?;
+        Some(match &self.runner {
+            Runner::Local => task.run(),
+            Runner::Process(shared) => shared.run_remote(self, task),
+        })
+    }
+
     fn spawn(self: &Arc<Self>, index: usize) -> io::Result<()> {
         let pool = Arc::clone(self);
+        let name = format!("{}_{}", self.prefix, index);
+        let process = match &self.runner {
+            Runner::Local => None,
+            Runner::Process(shared) => Some(shared.spawn_worker(&name)?),
+        };
         let handle = thread::Builder::new()
-            .name(format!("{}_{}", self.prefix, index))
+            .name(name)
             .stack_size(WORKER_STACK)
-            .spawn(move || worker_main(pool))?;
+            .spawn(move || worker_main(pool, process))?;
         lock(&self.state).handles.push(handle);
         Ok(())
     }
@@ -242,7 +273,7 @@ impl Pool {
     }
 
     /// Marks the pool broken after an initializer failed and fails every queued task.
-    fn break_pool(&self, e: UserError) {
+    pub(crate) fn break_pool(&self, e: UserError) {
         let (code, message) = match e {
             UserError::Raised(r) => (
                 r.code,
@@ -305,6 +336,10 @@ impl Pool {
         while st.workers > 0 {
             st = self.exited.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+        drop(st);
+        if let Runner::Process(shared) = &self.runner {
+            shared.close_server();
+        }
         CF_OK
     }
 
@@ -318,7 +353,9 @@ impl Pool {
         if let Some(job) = st.queue.pop_front() {
             drop(st);
             HELP_DEPTH.with(|d| d.set(depth + 1));
-            job.run();
+            if let Some(outcome) = self.run_job(&job) {
+                let _ = job.finish(outcome);
+            }
             HELP_DEPTH.with(|d| d.set(depth));
             return Help::Ran;
         }
@@ -343,16 +380,24 @@ impl Pool {
     }
 }
 
-fn worker_main(pool: Arc<Pool>) {
+fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
     WORKER_OF.with(|w| w.set(Arc::as_ptr(&pool)));
-    if let Some((init, arg)) = pool.initializer {
-        // SAFETY: the caller's initializer with the caller's initarg, as configured.
-        if let Err(e) = call_task(|| unsafe { init(arg as *mut c_void) }) {
-            pool.break_pool(e);
-            pool.exit_worker(lock(&pool.state));
-            WORKER_OF.with(|w| w.set(ptr::null()));
-            return;
+    let started = match (&pool.runner, process) {
+        (Runner::Process(shared), Some(p)) => shared.adopt_worker(p),
+        (_, _) => match pool.initializer {
+            // SAFETY: the caller's initializer with the caller's initarg, as configured.
+            Some((init, arg)) => call_task(|| unsafe { init(arg as *mut c_void) }),
+            None => Ok(()),
+        },
+    };
+    if let Err(e) = started {
+        pool.break_pool(e);
+        if let Runner::Process(shared) = &pool.runner {
+            shared.retire_worker();
         }
+        pool.exit_worker(lock(&pool.state));
+        WORKER_OF.with(|w| w.set(ptr::null()));
+        return;
     }
     let me = thread::current();
     let mut st = lock(&pool.state);
@@ -373,7 +418,7 @@ fn worker_main(pool: Arc<Pool>) {
         st.idle -= 1;
         drop(st);
         loop {
-            let outcome = job.start().map(Task::run);
+            let outcome = pool.run_job(&job);
             // Idle again before the outcome is published (see the module comment), and
             // the next task is taken in the same critical section.
             let next = {
@@ -395,6 +440,10 @@ fn worker_main(pool: Arc<Pool>) {
         }
         st = lock(&pool.state);
     }
-    pool.exit_worker(st);
+    drop(st);
+    if let Runner::Process(shared) = &pool.runner {
+        shared.retire_worker();
+    }
+    pool.exit_worker(lock(&pool.state));
     WORKER_OF.with(|w| w.set(ptr::null()));
 }

@@ -1,0 +1,1185 @@
+//! Process pools: worker processes forked from a per-pool fork server, each driven by one
+//! proxy thread of an ordinary thread pool (`pool::Runner::Process`).
+//!
+//! # Design
+//!
+//! - `cf_process_pool_new` forks a *fork server* at once, from the calling thread. The
+//!   server is single-threaded for the rest of its life and forks every worker of the
+//!   pool, so a worker never inherits a lock that some other thread held at the moment of
+//!   its fork: a worker starts from the program as it was at `cf_process_pool_new`.
+//!   The one fork from the (possibly multi-threaded) parent is made safe for what a
+//!   worker uses: glibc's `fork` takes and resets malloc's locks, and we hold `stdout`'s
+//!   and `stderr`'s locks across it (so no other thread is inside stdio then).
+//! - Each worker talks to its proxy thread over a private `socketpair` (never a named
+//!   file). The parent creates the pair, passes the worker's end to the server with
+//!   `SCM_RIGHTS`, and the server forks the worker holding it. Every descriptor this
+//!   module makes is recorded in `OUR_FDS`; the server closes all of them at its start,
+//!   and closes each worker's end right after forking it, so no worker holds another
+//!   worker's socket (which would keep a dead channel open and hang shutdown).
+//! - Messages are frames (`kind`, `len`, payload). Pointer-sized values and function
+//!   pointers cross as integers (valid in the worker: same program, forked). Bytes move
+//!   with one `sendmsg` (gather: no copy into a staging buffer) and one read straight into
+//!   the destination buffer. A truncated or malformed frame is the worker's death.
+//! - A worker that dies (EOF, error, malformed frame) is killed for good and reaped by
+//!   the server, which reports its wait status; the task it ran fails with `CF_BROKEN`
+//!   and a message naming the signal or exit status, and the proxy starts a new worker
+//!   for its next task. `max_tasks_per_child` retires a worker (EOF, then reap) after
+//!   that many tasks.
+//! - Orphans: each worker sets `PR_SET_PDEATHSIG(SIGKILL)` towards the single-threaded
+//!   server, and the server exits (killing and reaping its workers) when the parent
+//!   closes the control socket, which the kernel does when the parent dies; the server
+//!   also watches the parent through a pidfd. Shutdown with wait retires every worker,
+//!   then closes the control socket and reaps the server: no child, no zombie.
+
+use super::{
+    context::{Raised, UserError, call_task},
+    pool::{InitFn, Pool},
+    sync::{Mutex, lock},
+    task::{BytesFn, Chunk, Failure, MallocBuf, Outcome, Task, TaskFn},
+};
+use crate::status::CF_BROKEN;
+use std::{
+    cell::RefCell,
+    ffi::{CString, c_int, c_void},
+    io, mem, ptr,
+};
+
+// ---------------------------------------------------------------------------------------
+// Descriptors
+
+/// Every descriptor this module owns in this process. Creating, closing and forking all
+/// happen under this lock, so a fork's snapshot is exact.
+static OUR_FDS: Mutex<Vec<c_int>> = Mutex::new(Vec::new());
+
+/// A descriptor of ours: recorded in `OUR_FDS` while open.
+#[derive(Debug)]
+pub(crate) struct Fd(c_int);
+
+impl Fd {
+    fn raw(&self) -> c_int {
+        self.0
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        let mut fds = lock(&OUR_FDS);
+        if let Some(i) = fds.iter().position(|&f| f == self.0) {
+            fds.swap_remove(i);
+        }
+        // SAFETY: we own this descriptor and close it once; under the lock, so its number
+        // is not reused by another of ours before the record is gone.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn errno() -> c_int {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// A socket pair of ours, both ends close-on-exec.
+fn socket_pair(kind: c_int) -> io::Result<(Fd, Fd)> {
+    let mut fds = lock(&OUR_FDS);
+    let mut sv = [0 as c_int; 2];
+    // SAFETY: `sv` has room for the two descriptors.
+    if unsafe { libc::socketpair(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) }
+        != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    fds.push(sv[0]);
+    fds.push(sv[1]);
+    Ok((Fd(sv[0]), Fd(sv[1])))
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw I/O
+
+/// Sends all of `parts` with `sendmsg` (no SIGPIPE), looping over partial writes.
+fn send_all(fd: c_int, parts: &[&[u8]]) -> io::Result<()> {
+    let mut iov: Vec<libc::iovec> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut first = 0;
+    while first < iov.len() {
+        // SAFETY: zeroed msghdr is valid; iov points at live slices.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = iov[first..].as_mut_ptr();
+        msg.msg_iovlen = (iov.len() - first) as _;
+        // SAFETY: `msg` describes readable memory.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut n = n as usize;
+        while first < iov.len() && n >= iov[first].iov_len {
+            n -= iov[first].iov_len;
+            first += 1;
+        }
+        if n > 0 {
+            // SAFETY: advancing within the same slice.
+            iov[first].iov_base = unsafe { (iov[first].iov_base as *mut u8).add(n) } as *mut c_void;
+            iov[first].iov_len -= n;
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `len` bytes into `buf`. `Ok(false)` on EOF before the first byte.
+///
+/// # Safety
+/// `buf` is valid for `len` bytes of writes.
+unsafe fn read_exact_raw(fd: c_int, buf: *mut u8, len: usize) -> io::Result<bool> {
+    let mut got = 0;
+    while got < len {
+        // SAFETY: within the caller's buffer.
+        let n = unsafe { libc::read(fd, buf.add(got).cast(), len - got) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            if got == 0 {
+                return Ok(false);
+            }
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n as usize;
+    }
+    Ok(true)
+}
+
+fn read_exact(fd: c_int, buf: &mut [u8]) -> io::Result<bool> {
+    // SAFETY: the slice is writable for its length.
+    unsafe { read_exact_raw(fd, buf.as_mut_ptr(), buf.len()) }
+}
+
+fn read_vec(fd: c_int, len: usize) -> io::Result<Vec<u8>> {
+    let mut v: Vec<u8> = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    // SAFETY: capacity is at least `len`; the bytes are initialised by the read before
+    // `set_len` exposes them.
+    unsafe {
+        if len > 0 && !read_exact_raw(fd, v.as_mut_ptr(), len)? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        v.set_len(len);
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------------------
+// Frames between a proxy and its worker
+
+const HEADER: usize = 16;
+/// Largest frame accepted: anything larger is a malformed frame.
+const MAX_FRAME: u64 = 1 << 40;
+
+const K_READY: u32 = 1;
+const K_INIT_FAILED: u32 = 2;
+const K_CALL: u32 = 3;
+const K_BYTES: u32 = 4;
+const K_CHUNK_CALLS: u32 = 5;
+const K_CHUNK_BYTES: u32 = 6;
+const K_RESULT: u32 = 7;
+
+const O_VALUE: u8 = 0;
+const O_BYTES: u8 = 1;
+const O_FAILED: u8 = 2;
+const O_CHUNK: u8 = 3;
+
+fn header(kind: u32, len: usize) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..4].copy_from_slice(&kind.to_ne_bytes());
+    h[8..].copy_from_slice(&(len as u64).to_ne_bytes());
+    h
+}
+
+/// Reads a frame header: `None` on a clean EOF.
+fn read_header(fd: c_int) -> io::Result<Option<(u32, usize)>> {
+    let mut h = [0u8; HEADER];
+    if !read_exact(fd, &mut h)? {
+        return Ok(None);
+    }
+    let kind = u32::from_ne_bytes(h[..4].try_into().unwrap());
+    let len = u64::from_ne_bytes(h[8..].try_into().unwrap());
+    if len > MAX_FRAME {
+        return Err(malformed());
+    }
+    Ok(Some((kind, len as usize)))
+}
+
+fn malformed() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "malformed message")
+}
+
+/// A cursor over a received payload; every read is bounds-checked.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(malformed());
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> io::Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> io::Result<u32> {
+        Ok(u32::from_ne_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> io::Result<u64> {
+        Ok(u64::from_ne_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn usize(&mut self) -> io::Result<usize> {
+        usize::try_from(self.u64()?).map_err(|_| malformed())
+    }
+}
+
+fn put_u64(v: &mut Vec<u8>, x: u64) {
+    v.extend_from_slice(&x.to_ne_bytes());
+}
+
+/// Serialises an outcome (worker side) into `v`.
+fn encode_outcome(v: &mut Vec<u8>, o: &Outcome) {
+    match o {
+        Outcome::Value(p) => {
+            v.push(O_VALUE);
+            put_u64(v, *p as usize as u64);
+        }
+        Outcome::Bytes(b) => {
+            v.push(O_BYTES);
+            put_u64(v, b.len as u64);
+            v.extend_from_slice(malloc_slice(b));
+        }
+        Outcome::Failed(f) => {
+            v.push(O_FAILED);
+            v.extend_from_slice(&f.status.to_ne_bytes());
+            v.extend_from_slice(&f.code.to_ne_bytes());
+            match &f.message {
+                Some(m) => {
+                    v.push(1);
+                    put_u64(v, m.as_bytes().len() as u64);
+                    v.extend_from_slice(m.as_bytes());
+                }
+                None => v.push(0),
+            }
+        }
+        Outcome::Chunk(items) => {
+            v.push(O_CHUNK);
+            put_u64(v, items.len() as u64);
+            for item in items.iter() {
+                encode_outcome(v, item);
+            }
+        }
+    }
+}
+
+fn malloc_slice(b: &MallocBuf) -> &[u8] {
+    if b.ptr.is_null() || b.len == 0 {
+        &[]
+    } else {
+        // SAFETY: the task gave us `len` bytes at `ptr` (its malloc buffer).
+        unsafe { std::slice::from_raw_parts(b.ptr.cast(), b.len) }
+    }
+}
+
+/// Copies bytes into a new `malloc` buffer (the type a byte result lives in).
+fn to_malloc(bytes: &[u8]) -> io::Result<MallocBuf> {
+    if bytes.is_empty() {
+        return Ok(MallocBuf {
+            ptr: ptr::null_mut(),
+            len: 0,
+        });
+    }
+    // SAFETY: plain allocation; checked for NULL.
+    let p = unsafe { libc::malloc(bytes.len()) };
+    if p.is_null() {
+        return Err(io::ErrorKind::OutOfMemory.into());
+    }
+    // SAFETY: fresh buffer of the right size.
+    unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast(), bytes.len()) };
+    Ok(MallocBuf {
+        ptr: p,
+        len: bytes.len(),
+    })
+}
+
+/// Deserialises an outcome (parent side).
+fn decode_outcome(r: &mut Reader<'_>, depth: u32) -> io::Result<Outcome> {
+    Ok(match r.u8()? {
+        O_VALUE => Outcome::Value(r.u64()? as usize as *mut c_void),
+        O_BYTES => {
+            let n = r.usize()?;
+            Outcome::Bytes(to_malloc(r.take(n)?)?)
+        }
+        O_FAILED => {
+            let status = r.u32()?;
+            let code = r.u32()? as c_int;
+            let message = match r.u8()? {
+                0 => None,
+                1 => {
+                    let n = r.usize()?;
+                    Some(CString::new(r.take(n)?).map_err(|_| malformed())?)
+                }
+                _ => return Err(malformed()),
+            };
+            Outcome::Failed(Box::new(Failure {
+                status,
+                code,
+                message,
+            }))
+        }
+        O_CHUNK if depth == 0 => {
+            let n = r.usize()?;
+            let mut items = Vec::with_capacity(n.min(r.0.len()));
+            for _ in 0..n {
+                items.push(decode_outcome(r, 1)?);
+            }
+            Outcome::Chunk(items.into_boxed_slice())
+        }
+        _ => return Err(malformed()),
+    })
+}
+
+/// Sends a task to a worker (parent side). Byte inputs go out straight from their
+/// buffers.
+fn send_task(fd: c_int, task: &Task) -> io::Result<()> {
+    match task {
+        Task::Call(f, arg) => {
+            let mut m = Vec::with_capacity(HEADER + 16);
+            m.extend_from_slice(&header(K_CALL, 16));
+            put_u64(&mut m, *f as usize as u64);
+            put_u64(&mut m, *arg as usize as u64);
+            send_all(fd, &[&m])
+        }
+        Task::Bytes(f, input) => {
+            let mut m = Vec::with_capacity(HEADER + 8);
+            m.extend_from_slice(&header(K_BYTES, 8 + input.len()));
+            put_u64(&mut m, *f as usize as u64);
+            send_all(fd, &[&m, input])
+        }
+        Task::Chunk(chunk) => {
+            let mut p = Vec::new();
+            let kind = match &**chunk {
+                Chunk::Calls(f, args) => {
+                    put_u64(&mut p, *f as usize as u64);
+                    put_u64(&mut p, args.len() as u64);
+                    for a in args.iter() {
+                        put_u64(&mut p, *a as usize as u64);
+                    }
+                    K_CHUNK_CALLS
+                }
+                Chunk::Bytes(f, inputs) => {
+                    put_u64(&mut p, *f as usize as u64);
+                    put_u64(&mut p, inputs.len() as u64);
+                    for i in inputs.iter() {
+                        put_u64(&mut p, i.len() as u64);
+                        p.extend_from_slice(i);
+                    }
+                    K_CHUNK_BYTES
+                }
+            };
+            send_all(fd, &[&header(kind, p.len()), &p])
+        }
+    }
+}
+
+/// Reads a result frame (parent side). A byte result is read straight into its final
+/// `malloc` buffer.
+fn recv_outcome(fd: c_int) -> io::Result<Outcome> {
+    let Some((kind, len)) = read_header(fd)? else {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    };
+    if kind != K_RESULT || len < 1 {
+        return Err(malformed());
+    }
+    let mut tag = [0u8; 1];
+    if !read_exact(fd, &mut tag)? {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    if tag[0] == O_BYTES {
+        let mut n = [0u8; 8];
+        if len < 9 || !read_exact(fd, &mut n)? {
+            return Err(malformed());
+        }
+        let n = u64::from_ne_bytes(n) as usize;
+        if n != len - 9 {
+            return Err(malformed());
+        }
+        if n == 0 {
+            return Ok(Outcome::Bytes(MallocBuf {
+                ptr: ptr::null_mut(),
+                len: 0,
+            }));
+        }
+        // SAFETY: plain allocation; checked for NULL.
+        let p = unsafe { libc::malloc(n) };
+        if p.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        let buf = MallocBuf { ptr: p, len: n };
+        // SAFETY: `p` has room for `n` bytes.
+        if !unsafe { read_exact_raw(fd, p.cast(), n) }? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        return Ok(Outcome::Bytes(buf));
+    }
+    let rest = read_vec(fd, len - 1)?;
+    let mut all = Vec::with_capacity(len);
+    all.push(tag[0]);
+    all.extend_from_slice(&rest);
+    let mut r = Reader(&all);
+    let o = decode_outcome(&mut r, 0)?;
+    if !r.0.is_empty() {
+        return Err(malformed());
+    }
+    Ok(o)
+}
+
+// ---------------------------------------------------------------------------------------
+// The worker process
+
+/// Reads the next task (worker side); `None` on EOF (retired) or a broken channel.
+fn recv_task(fd: c_int) -> Option<Task> {
+    let (kind, len) = read_header(fd).ok()??;
+    let fnp = |x: u64| x as usize;
+    match kind {
+        K_CALL if len == 16 => {
+            let p = read_vec(fd, 16).ok()?;
+            let mut r = Reader(&p);
+            let (f, a) = (fnp(r.u64().ok()?), r.u64().ok()? as usize);
+            // SAFETY: the parent sent a `cf_fn` of this same program (forked).
+            let f: TaskFn = unsafe { mem::transmute::<usize, TaskFn>(f) };
+            Some(Task::Call(f, a as *mut c_void))
+        }
+        K_BYTES if len >= 8 => {
+            let mut h = [0u8; 8];
+            read_exact(fd, &mut h).ok()?;
+            // SAFETY: as above, a `cf_bytes_fn` of this program.
+            let f: BytesFn =
+                unsafe { mem::transmute::<usize, BytesFn>(fnp(u64::from_ne_bytes(h))) };
+            let data = read_vec(fd, len - 8).ok()?;
+            Some(Task::Bytes(f, data.into_boxed_slice()))
+        }
+        K_CHUNK_CALLS | K_CHUNK_BYTES => {
+            let p = read_vec(fd, len).ok()?;
+            let mut r = Reader(&p);
+            let f = fnp(r.u64().ok()?);
+            let n = r.usize().ok()?;
+            if kind == K_CHUNK_CALLS {
+                // SAFETY: as above.
+                let f: TaskFn = unsafe { mem::transmute::<usize, TaskFn>(f) };
+                let mut args = Vec::with_capacity(n.min(p.len() / 8));
+                for _ in 0..n {
+                    args.push(r.u64().ok()? as usize as *mut c_void);
+                }
+                Some(Task::Chunk(Box::new(Chunk::Calls(f, args.into()))))
+            } else {
+                // SAFETY: as above.
+                let f: BytesFn = unsafe { mem::transmute::<usize, BytesFn>(f) };
+                let mut inputs = Vec::with_capacity(n.min(p.len() / 8));
+                for _ in 0..n {
+                    let k = r.usize().ok()?;
+                    inputs.push(Box::<[u8]>::from(r.take(k).ok()?));
+                }
+                Some(Task::Chunk(Box::new(Chunk::Bytes(f, inputs.into()))))
+            }
+        }
+        _ => None,
+    }
+}
+
+fn send_outcome(fd: c_int, o: &Outcome) -> io::Result<()> {
+    if let Outcome::Bytes(b) = o {
+        let data = malloc_slice(b);
+        let mut m = Vec::with_capacity(HEADER + 9);
+        m.extend_from_slice(&header(K_RESULT, 9 + data.len()));
+        m.push(O_BYTES);
+        put_u64(&mut m, data.len() as u64);
+        return send_all(fd, &[&m, data]);
+    }
+    let mut p = Vec::new();
+    encode_outcome(&mut p, o);
+    send_all(fd, &[&header(K_RESULT, p.len()), &p])
+}
+
+fn send_init_failed(fd: c_int, e: &UserError) -> io::Result<()> {
+    let failure = match e {
+        UserError::Raised(r) => Failure {
+            status: CF_BROKEN,
+            code: r.code,
+            message: r.message.clone(),
+        },
+        UserError::Unwound => Failure {
+            status: CF_BROKEN,
+            code: 0,
+            message: None,
+        },
+    };
+    let mut p = Vec::new();
+    encode_outcome(&mut p, &Outcome::Failed(Box::new(failure)));
+    send_all(fd, &[&header(K_INIT_FAILED, p.len()), &p])
+}
+
+/// The life of a worker process: initializer, then tasks until EOF. Never returns.
+fn worker_process(
+    fd: c_int,
+    server: libc::pid_t,
+    init: Option<(InitFn, usize)>,
+    name: &[u8; 16],
+) -> ! {
+    // SAFETY: plain system calls on our own process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        if libc::getppid() != server {
+            libc::_exit(1);
+        }
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+    }
+    if let Some((f, arg)) = init {
+        // SAFETY: the caller's initializer and initarg, as configured.
+        if let Err(e) = call_task(|| unsafe { f(arg as *mut c_void) }) {
+            let _ = send_init_failed(fd, &e);
+            // SAFETY: leave without running the parent program's exit handlers.
+            unsafe { libc::_exit(0) };
+        }
+    }
+    if send_all(fd, &[&header(K_READY, 0)]).is_err() {
+        // SAFETY: as above.
+        unsafe { libc::_exit(0) };
+    }
+    while let Some(task) = recv_task(fd) {
+        let outcome = task.run();
+        if send_outcome(fd, &outcome).is_err() {
+            break;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::_exit(0) }
+}
+
+// ---------------------------------------------------------------------------------------
+// The fork server
+
+const OP_SPAWN: u32 = 1;
+const OP_REAP: u32 = 2;
+const OP_OK: u32 = 3;
+const OP_ERR: u32 = 4;
+
+/// A control message (fixed size; one `SOCK_SEQPACKET` datagram).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ctl {
+    op: u32,
+    flag: u32,
+    value: i64,
+    name: [u8; 16],
+}
+
+impl Ctl {
+    fn new(op: u32, value: i64) -> Ctl {
+        Ctl {
+            op,
+            flag: 0,
+            value,
+            name: [0; 16],
+        }
+    }
+}
+
+/// Sends a control message, with a descriptor attached when `fd` is given.
+fn send_ctl(sock: c_int, msg: &Ctl, fd: Option<c_int>) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: msg as *const Ctl as *mut c_void,
+        iov_len: mem::size_of::<Ctl>(),
+    };
+    let mut space = [0u64; 8];
+    // SAFETY: zeroed msghdr is valid; the control buffer is large enough for one fd
+    // (CMSG_SPACE(4) <= 64 bytes) and aligned for cmsghdr.
+    unsafe {
+        let mut m: libc::msghdr = mem::zeroed();
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        if let Some(fd) = fd {
+            m.msg_control = space.as_mut_ptr().cast();
+            m.msg_controllen = libc::CMSG_SPACE(mem::size_of::<c_int>() as u32) as _;
+            let c = libc::CMSG_FIRSTHDR(&m);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<c_int>() as u32) as _;
+            ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>(), fd);
+        }
+        loop {
+            let n = libc::sendmsg(sock, &m, libc::MSG_NOSIGNAL);
+            if n >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Receives a control message and any descriptor; `None` on EOF.
+fn recv_ctl(sock: c_int) -> io::Result<Option<(Ctl, Option<c_int>)>> {
+    let mut msg = Ctl::new(0, 0);
+    let mut iov = libc::iovec {
+        iov_base: (&mut msg as *mut Ctl).cast(),
+        iov_len: mem::size_of::<Ctl>(),
+    };
+    let mut space = [0u64; 8];
+    // SAFETY: as in `send_ctl`; the received descriptor (if any) is read from a cmsg the
+    // kernel wrote inside our buffer.
+    unsafe {
+        let mut m: libc::msghdr = mem::zeroed();
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = space.as_mut_ptr().cast();
+        m.msg_controllen = mem::size_of_val(&space) as _;
+        let n = loop {
+            let n = libc::recvmsg(sock, &mut m, libc::MSG_CMSG_CLOEXEC);
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut fd = None;
+        let mut c = libc::CMSG_FIRSTHDR(&m);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                fd = Some(ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>()));
+            }
+            c = libc::CMSG_NXTHDR(&m, c);
+        }
+        if n != mem::size_of::<Ctl>() {
+            if let Some(fd) = fd {
+                libc::close(fd);
+            }
+            return Err(malformed());
+        }
+        Ok(Some((msg, fd)))
+    }
+}
+
+fn wait_status(pid: libc::pid_t) -> c_int {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 || errno() != libc::EINTR {
+            return status;
+        }
+    }
+}
+
+/// The fork server's loop. Never returns.
+fn server_main(ctl: c_int, parent_pidfd: c_int, init: Option<(InitFn, usize)>) -> ! {
+    let mut children: Vec<libc::pid_t> = Vec::new();
+    let finish = |children: &[libc::pid_t]| -> ! {
+        for &pid in children {
+            // SAFETY: killing and reaping our own children.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_status(pid);
+        }
+        // SAFETY: leave without running the parent program's exit handlers.
+        unsafe { libc::_exit(0) }
+    };
+    loop {
+        let mut pfd = [
+            libc::pollfd {
+                fd: ctl,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: parent_pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let nfds = if parent_pidfd >= 0 { 2 } else { 1 };
+        // SAFETY: `pfd` has `nfds` entries.
+        let r = unsafe { libc::poll(pfd.as_mut_ptr(), nfds, -1) };
+        if r < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            finish(&children);
+        }
+        if nfds == 2 && pfd[1].revents != 0 {
+            finish(&children); // the parent process is gone
+        }
+        let (msg, fd) = match recv_ctl(ctl) {
+            Ok(Some(x)) => x,
+            _ => finish(&children),
+        };
+        let reply = match (msg.op, fd) {
+            (OP_SPAWN, Some(fd)) => {
+                let server = std::process::id() as libc::pid_t;
+                // SAFETY: this process is single-threaded, so the child may run anything.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: closing descriptors this child must not keep.
+                    unsafe {
+                        libc::close(ctl);
+                        if parent_pidfd >= 0 {
+                            libc::close(parent_pidfd);
+                        }
+                    }
+                    worker_process(fd, server, init, &msg.name);
+                }
+                let e = errno();
+                // SAFETY: the worker's end belongs to the worker now.
+                unsafe { libc::close(fd) };
+                if pid < 0 {
+                    Ctl::new(OP_ERR, e as i64)
+                } else {
+                    children.push(pid);
+                    Ctl::new(OP_OK, pid as i64)
+                }
+            }
+            (OP_REAP, None) => {
+                let pid = msg.value as libc::pid_t;
+                match children.iter().position(|&c| c == pid) {
+                    Some(i) => {
+                        children.swap_remove(i);
+                        if msg.flag != 0 {
+                            // SAFETY: our own child, not yet reaped.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        }
+                        Ctl::new(OP_OK, wait_status(pid) as i64)
+                    }
+                    None => Ctl::new(OP_ERR, libc::ECHILD as i64),
+                }
+            }
+            (_, fd) => {
+                if let Some(fd) = fd {
+                    // SAFETY: an unexpected descriptor: not ours to keep.
+                    unsafe { libc::close(fd) };
+                }
+                Ctl::new(OP_ERR, libc::EINVAL as i64)
+            }
+        };
+        if send_ctl(ctl, &reply, None).is_err() {
+            finish(&children);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Parent side
+
+/// The parent's handle on a process pool's fork server.
+pub(crate) struct ProcShared {
+    /// The control socket; `None` once closed. Requests and replies are serialised here.
+    ctl: Mutex<Option<Fd>>,
+    server: libc::pid_t,
+    max_tasks_per_child: usize,
+}
+
+/// One worker process as its proxy thread sees it.
+pub(crate) struct ProcWorker {
+    fd: Fd,
+    pid: libc::pid_t,
+    tasks: usize,
+}
+
+/// The proxy thread's worker: its index and name for replacements, and its process
+/// (`None` between a death or retirement and the next task).
+struct Proxy {
+    name: [u8; 16],
+    worker: Option<ProcWorker>,
+}
+
+thread_local! {
+    static PROXY: RefCell<Option<Proxy>> = const { RefCell::new(None) };
+}
+
+fn name16(name: &str) -> [u8; 16] {
+    let mut n = [0u8; 16];
+    let b = name.as_bytes();
+    let k = b.len().min(15);
+    n[..k].copy_from_slice(&b[..k]);
+    n
+}
+
+/// Describes a wait status: "was killed by signal 9 (SIGKILL)", "exited with exit status 3".
+pub(crate) fn describe_status(status: c_int) -> String {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        format!("was killed by signal {sig} ({})", signal_name(sig))
+    } else if libc::WIFEXITED(status) {
+        format!("exited with exit status {}", libc::WEXITSTATUS(status))
+    } else {
+        format!("ended with wait status {status}")
+    }
+}
+
+fn signal_name(sig: c_int) -> &'static str {
+    const NAMES: &[(c_int, &str)] = &[
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == sig)
+        .map_or("unknown signal", |(_, s)| s)
+}
+
+impl ProcShared {
+    /// Forks the fork server. The program state workers start from is this moment's.
+    pub(crate) fn new(
+        init: Option<(InitFn, *mut c_void)>,
+        max_tasks_per_child: usize,
+    ) -> io::Result<ProcShared> {
+        let init = init.map(|(f, a)| (f, a as usize));
+        let (parent_end, server_end) = socket_pair(libc::SOCK_SEQPACKET)?;
+        // SAFETY: plain system call; -1 on failure (old kernel), which we tolerate.
+        let parent_pidfd =
+            unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as c_int;
+        let pid = {
+            let fds = lock(&OUR_FDS);
+            let snapshot: Vec<c_int> = fds.clone();
+            // SAFETY: we hold stdout's and stderr's locks across the fork, so that no
+            // other thread is inside stdio when the child's copy is made (glibc resets
+            // malloc's locks itself). The child only unlocks them and runs `server_main`.
+            unsafe {
+                flockfile(stdout_ptr());
+                flockfile(stderr_ptr());
+                let pid = libc::fork();
+                funlockfile(stderr_ptr());
+                funlockfile(stdout_ptr());
+                if pid == 0 {
+                    for fd in snapshot {
+                        if fd != server_end.raw() {
+                            libc::close(fd);
+                        }
+                    }
+                    crate::rt::pool::forget_worker_identity();
+                    server_main(server_end.raw(), parent_pidfd, init);
+                }
+                pid
+            }
+        };
+        if parent_pidfd >= 0 {
+            // SAFETY: the parent does not need its own pidfd.
+            unsafe { libc::close(parent_pidfd) };
+        }
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        drop(server_end);
+        Ok(ProcShared {
+            ctl: Mutex::new(Some(parent_end)),
+            server: pid,
+            max_tasks_per_child,
+        })
+    }
+
+    /// One request to the server and its reply.
+    fn request(&self, msg: &Ctl, fd: Option<c_int>) -> io::Result<i64> {
+        let ctl = lock(&self.ctl);
+        let Some(sock) = ctl.as_ref() else {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the process pool is closed",
+            ));
+        };
+        send_ctl(sock.raw(), msg, fd)?;
+        match recv_ctl(sock.raw())? {
+            Some((r, None)) if r.op == OP_OK => Ok(r.value),
+            Some((r, None)) if r.op == OP_ERR => {
+                Err(io::Error::from_raw_os_error(r.value as c_int))
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the fork server died",
+            )),
+        }
+    }
+
+    /// Starts a worker process (called from `submit` for a new proxy, or by a proxy
+    /// replacing its worker).
+    pub(crate) fn spawn_worker(&self, name: &str) -> io::Result<ProcWorker> {
+        let (mine, theirs) = socket_pair(libc::SOCK_STREAM)?;
+        let mut msg = Ctl::new(OP_SPAWN, 0);
+        msg.name = name16(name);
+        let pid = self.request(&msg, Some(theirs.raw()))?;
+        drop(theirs);
+        Ok(ProcWorker {
+            fd: mine,
+            pid: pid as libc::pid_t,
+            tasks: 0,
+        })
+    }
+
+    /// Asks the server to reap a worker (after killing it, for `kill`); its wait status.
+    fn reap(&self, pid: libc::pid_t, kill: bool) -> Option<c_int> {
+        let mut msg = Ctl::new(OP_REAP, pid as i64);
+        msg.flag = u32::from(kill);
+        self.request(&msg, None).ok().map(|s| s as c_int)
+    }
+
+    /// On the proxy thread: takes charge of a new worker and waits for its initializer.
+    pub(crate) fn adopt_worker(&self, w: ProcWorker) -> Result<(), UserError> {
+        let mut name = [0u8; 16];
+        if let Ok(n) = std::thread::current().name().map(name16).ok_or(()) {
+            name = n;
+        }
+        PROXY.with(|p| *p.borrow_mut() = Some(Proxy { name, worker: None }));
+        self.ready(w)
+    }
+
+    /// Waits for a new worker's first frame: ready, or its initializer's failure.
+    fn ready(&self, w: ProcWorker) -> Result<(), UserError> {
+        let first = read_header(w.fd.raw());
+        let result = match first {
+            Ok(Some((K_READY, 0))) => Ok(()),
+            Ok(Some((K_INIT_FAILED, len))) => {
+                let failure = read_vec(w.fd.raw(), len)
+                    .ok()
+                    .and_then(|p| decode_outcome(&mut Reader(&p), 1).ok());
+                match failure {
+                    Some(Outcome::Failed(f)) => Err(UserError::Raised(Raised {
+                        code: f.code,
+                        message: f.message,
+                    })),
+                    _ => Err(UserError::Raised(Raised {
+                        code: 0,
+                        message: None,
+                    })),
+                }
+            }
+            _ => {
+                let status = self.reap(w.pid, true);
+                let how = status.map_or_else(|| "died".to_owned(), describe_status);
+                let msg = format!("a worker process {} before its initializer finished", how);
+                Err(UserError::Raised(Raised {
+                    code: 0,
+                    message: CString::new(msg).ok(),
+                }))
+            }
+        };
+        match result {
+            Ok(()) => {
+                PROXY.with(|p| {
+                    if let Some(proxy) = p.borrow_mut().as_mut() {
+                        proxy.worker = Some(w);
+                    }
+                });
+                Ok(())
+            }
+            Err(e) => {
+                // The worker exits by itself after reporting; reap it.
+                let pid = w.pid;
+                drop(w);
+                self.reap(pid, false);
+                Err(e)
+            }
+        }
+    }
+
+    /// On the proxy thread: runs one task in this proxy's worker process.
+    pub(crate) fn run_remote(&self, pool: &Pool, task: Task) -> Outcome {
+        let mut worker = PROXY.with(|p| p.borrow_mut().as_mut().and_then(|x| x.worker.take()));
+        if let Some(w) = &worker {
+            if !alive(w.fd.raw()) {
+                // Died while idle: the task has not been sent; replace the worker.
+                let w = worker.take().unwrap();
+                self.bury(w);
+            }
+        }
+        let w = match worker {
+            Some(w) => w,
+            None => match self.replace(pool) {
+                Ok(w) => w,
+                Err(failure) => return Outcome::Failed(failure),
+            },
+        };
+        self.exchange(w, task)
+    }
+
+    /// Starts a replacement worker for this proxy and waits until it is ready.
+    fn replace(&self, pool: &Pool) -> Result<ProcWorker, Box<Failure>> {
+        let name = PROXY
+            .with(|p| p.borrow().as_ref().map(|x| x.name))
+            .unwrap_or([0; 16]);
+        let len = name.iter().position(|&b| b == 0).unwrap_or(16);
+        let name = String::from_utf8_lossy(&name[..len]).into_owned();
+        let w = self.spawn_worker(&name).map_err(|e| {
+            Failure::new(
+                CF_BROKEN,
+                e.raw_os_error().unwrap_or(0),
+                &format!("could not start a worker process: {e}"),
+            )
+        })?;
+        match self.ready(w) {
+            Ok(()) => Ok(PROXY
+                .with(|p| p.borrow_mut().as_mut().and_then(|x| x.worker.take()))
+                .unwrap()),
+            Err(e) => {
+                let failure = match &e {
+                    UserError::Raised(r) => Failure::new(
+                        CF_BROKEN,
+                        r.code,
+                        &format!(
+                            "a worker initializer failed ({}); the executor is broken",
+                            r.message
+                                .as_deref()
+                                .map(|m| m.to_string_lossy())
+                                .unwrap_or_default()
+                        ),
+                    ),
+                    UserError::Unwound => Failure::new(CF_BROKEN, 0, "a worker initializer failed"),
+                };
+                pool.break_pool(e);
+                Err(failure)
+            }
+        }
+    }
+
+    /// Sends the task, reads the outcome, and keeps, retires or buries the worker.
+    fn exchange(&self, mut w: ProcWorker, task: Task) -> Outcome {
+        let result = send_task(w.fd.raw(), &task).and_then(|()| recv_outcome(w.fd.raw()));
+        drop(task);
+        match result {
+            Ok(outcome) => {
+                w.tasks += 1;
+                if self.max_tasks_per_child != 0 && w.tasks >= self.max_tasks_per_child {
+                    self.retire(w);
+                } else {
+                    PROXY.with(|p| {
+                        if let Some(proxy) = p.borrow_mut().as_mut() {
+                            proxy.worker = Some(w);
+                        }
+                    });
+                }
+                outcome
+            }
+            Err(_) => {
+                let pid = w.pid;
+                let how = self
+                    .bury(w)
+                    .map_or_else(|| "died".to_owned(), describe_status);
+                Outcome::Failed(Failure::new(
+                    CF_BROKEN,
+                    0,
+                    &format!("the worker process {pid} running the task {how}"),
+                ))
+            }
+        }
+    }
+
+    /// Kills and reaps a worker whose channel broke; its wait status.
+    fn bury(&self, w: ProcWorker) -> Option<c_int> {
+        let pid = w.pid;
+        drop(w);
+        self.reap(pid, true)
+    }
+
+    /// Ends an idle worker: EOF on its channel makes it exit; then reap it.
+    fn retire(&self, w: ProcWorker) {
+        let pid = w.pid;
+        drop(w);
+        self.reap(pid, false);
+    }
+
+    /// On the proxy thread, as it exits: retires its worker, if any.
+    pub(crate) fn retire_worker(&self) {
+        let proxy = PROXY.with(|p| p.borrow_mut().take());
+        if let Some(w) = proxy.and_then(|p| p.worker) {
+            self.retire(w);
+        }
+    }
+
+    /// Closes the control socket and reaps the server (which reaps any worker left).
+    pub(crate) fn close_server(&self) {
+        let ctl = lock(&self.ctl).take();
+        if ctl.is_some() {
+            drop(ctl);
+            wait_status(self.server);
+        }
+    }
+}
+
+impl Drop for ProcShared {
+    fn drop(&mut self) {
+        self.close_server();
+    }
+}
+
+/// Whether an idle worker's channel is still open (no hang-up, no unexpected data).
+fn alive(fd: c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r == 0
+}
+
+unsafe extern "C" {
+    fn flockfile(f: *mut libc::FILE);
+    fn funlockfile(f: *mut libc::FILE);
+}
+
+fn stdout_ptr() -> *mut libc::FILE {
+    unsafe extern "C" {
+        static mut stdout: *mut libc::FILE;
+    }
+    // SAFETY: reading glibc's `stdout` pointer.
+    unsafe { stdout }
+}
+
+fn stderr_ptr() -> *mut libc::FILE {
+    unsafe extern "C" {
+        static mut stderr: *mut libc::FILE;
+    }
+    // SAFETY: reading glibc's `stderr` pointer.
+    unsafe { stderr }
+}
