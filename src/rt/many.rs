@@ -191,3 +191,91 @@ impl Drop for AsCompleted {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rt::task::{Failure, Outcome};
+    use crate::status::CF_TASK_FAILED;
+    use std::time::{Duration, Instant};
+
+    fn value() -> Outcome {
+        Outcome::Value(std::ptr::null_mut())
+    }
+
+    #[test]
+    fn modes_on_done_futures() {
+        let (a, b) = (Core::promise(), Core::promise());
+        let fs = [&*a, &*b, &*a];
+        let now = Deadline::from_timeout(0.0).unwrap();
+        assert!(!wait_many(&fs, ReturnWhen::FirstCompleted, now));
+        assert!(b.cancel());
+        assert!(wait_many(&fs, ReturnWhen::FirstCompleted, now));
+        // A cancelled future is done but is not an exception.
+        assert!(!wait_many(&fs, ReturnWhen::FirstException, now));
+        let failure = Failure::new(CF_TASK_FAILED, 1, "x");
+        assert!(a.finish(Outcome::Failed(failure)).is_ok());
+        assert!(wait_many(&fs, ReturnWhen::FirstException, now));
+        assert!(wait_many(&fs, ReturnWhen::AllCompleted, now));
+        assert!(wait_many(&[], ReturnWhen::AllCompleted, now));
+    }
+
+    #[test]
+    fn all_completed_wakes_once_per_future_and_cleans_up() {
+        let fs: Vec<_> = (0..1000).map(|_| Core::promise()).collect();
+        let refs: Vec<&Core> = fs.iter().map(|f| &**f).collect();
+        // Time out first: every registration must be removed again.
+        assert!(!wait_many(
+            &refs,
+            ReturnWhen::AllCompleted,
+            Deadline::from_timeout(0.01).unwrap()
+        ));
+        let others = fs.clone();
+        let t = std::thread::spawn(move || {
+            for f in others.iter().rev() {
+                assert!(f.finish(value()).is_ok());
+            }
+        });
+        let start = Instant::now();
+        assert!(wait_many(
+            &refs,
+            ReturnWhen::AllCompleted,
+            Deadline::FOREVER
+        ));
+        assert!(start.elapsed() < Duration::from_secs(30));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn as_completed_yields_done_first_then_completion_order() {
+        let fs: Vec<_> = (0..4).map(|_| Core::promise()).collect();
+        assert!(fs[2].finish(value()).is_ok());
+        let mut input = fs.clone();
+        input.push(fs[0].clone()); // duplicate
+        let mut it = AsCompleted::new(input, Deadline::from_timeout(5.0).unwrap());
+        let mut order = Vec::new();
+        let mut next = |it: &mut AsCompleted| match it.next() {
+            Next::Yield(f) => Some(fs.iter().position(|g| Arc::ptr_eq(f, g)).unwrap()),
+            _ => None,
+        };
+        order.push(next(&mut it));
+        assert!(fs[3].finish(value()).is_ok());
+        order.push(next(&mut it));
+        assert!(fs[0].cancel());
+        assert!(fs[1].finish(value()).is_ok());
+        order.push(next(&mut it));
+        order.push(next(&mut it));
+        assert_eq!(order, [Some(2), Some(3), Some(0), Some(1)]);
+        assert!(matches!(it.next(), Next::End));
+    }
+
+    #[test]
+    fn as_completed_times_out_and_frees_registrations() {
+        let f = Core::promise();
+        let mut it = AsCompleted::new(vec![f.clone()], Deadline::from_timeout(0.02).unwrap());
+        assert!(matches!(it.next(), Next::Timeout));
+        drop(it);
+        // Completing after the iterator is gone touches nothing of it.
+        assert!(f.finish(value()).is_ok());
+    }
+}

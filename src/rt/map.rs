@@ -162,3 +162,67 @@ impl Drop for MapIter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rt::pool::{Config, Runner};
+    use crate::status::CF_TASK_FAILED;
+
+    unsafe extern "C-unwind" fn square(arg: *mut c_void) -> *mut c_void {
+        let x = arg as usize;
+        if x == 7777 {
+            // SAFETY: a static NUL-terminated message.
+            unsafe { crate::rt::context::raise(5, c"bad".as_ptr()) };
+        }
+        (x * x) as *mut c_void
+    }
+
+    fn pool() -> Arc<Pool> {
+        Pool::new(
+            Config {
+                max_workers: 2,
+                name_prefix: None,
+                initializer: None,
+            },
+            Runner::Local,
+        )
+    }
+
+    fn items(n: usize) -> Items {
+        Items::Calls(square, (0..n).map(|i| i as *mut c_void).collect())
+    }
+
+    #[test]
+    fn results_in_order_for_every_chunksize() {
+        let p = pool();
+        for chunksize in [0, 1, 3, 7, 100, 1000] {
+            let mut m = MapIter::start(&p, items(100), chunksize, Deadline::FOREVER).unwrap();
+            // Real batching: one future per chunk.
+            assert_eq!(m.chunks.len(), 100usize.div_ceil(chunksize.max(1)));
+            for i in 0..100 {
+                match m.next() {
+                    Item::Ok(v, _) => assert_eq!(v as usize, i * i),
+                    _ => panic!("item {i} failed"),
+                }
+            }
+            assert!(matches!(m.next(), Item::Stop(CF_END)));
+        }
+        p.shutdown(true, false);
+    }
+
+    #[test]
+    fn failure_reports_the_item_then_ends() {
+        let p = pool();
+        let mut args: Vec<*mut c_void> = (0..50).map(|i| i as *mut c_void).collect();
+        args[20] = 7777 as *mut c_void;
+        let mut m = MapIter::start(&p, Items::Calls(square, args), 8, Deadline::FOREVER).unwrap();
+        for _ in 0..20 {
+            assert!(matches!(m.next(), Item::Ok(..)));
+        }
+        assert!(matches!(m.next(), Item::Failed(CF_TASK_FAILED, 5, msg) if !msg.is_null()));
+        assert!(matches!(m.next(), Item::Stop(CF_END)));
+        drop(m);
+        p.shutdown(true, false);
+    }
+}

@@ -1183,3 +1183,50 @@ fn stderr_ptr() -> *mut libc::FILE {
     // SAFETY: reading glibc's `stderr` pointer.
     unsafe { stderr }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::CF_TASK_FAILED;
+
+    #[test]
+    fn outcomes_round_trip_and_garbage_is_malformed() {
+        let chunk = Outcome::Chunk(
+            vec![
+                Outcome::Value(42 as *mut c_void),
+                Outcome::Bytes(to_malloc(b"hello").unwrap()),
+                Outcome::Failed(Failure::new(CF_TASK_FAILED, 7, "boom")),
+            ]
+            .into(),
+        );
+        let mut v = Vec::new();
+        encode_outcome(&mut v, &chunk);
+        let back = decode_outcome(&mut Reader(&v), 0).unwrap();
+        let Outcome::Chunk(items) = back else {
+            panic!("not a chunk")
+        };
+        assert!(matches!(items[0], Outcome::Value(p) if p as usize == 42));
+        assert!(matches!(&items[1], Outcome::Bytes(b) if malloc_slice(b) == b"hello"));
+        assert!(
+            matches!(&items[2], Outcome::Failed(f) if f.code == 7 && f.message.as_deref() == Some(c"boom"))
+        );
+        // Every truncation of a valid message is rejected, never a crash.
+        for cut in 0..v.len() {
+            assert!(decode_outcome(&mut Reader(&v[..cut]), 0).is_err());
+        }
+        // Unknown tags and nested chunks are rejected.
+        assert!(decode_outcome(&mut Reader(&[9]), 0).is_err());
+        let mut nested = Vec::new();
+        encode_outcome(
+            &mut nested,
+            &Outcome::Chunk(vec![Outcome::Chunk(Box::new([]))].into()),
+        );
+        assert!(decode_outcome(&mut Reader(&nested), 0).is_err());
+    }
+
+    #[test]
+    fn statuses_are_described() {
+        assert_eq!(describe_status(9), "was killed by signal 9 (SIGKILL)");
+        assert_eq!(describe_status(3 << 8), "exited with exit status 3");
+    }
+}
