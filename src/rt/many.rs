@@ -254,7 +254,7 @@ mod tests {
         input.push(fs[0].clone()); // duplicate
         let mut it = AsCompleted::new(input, Deadline::from_timeout(5.0).unwrap());
         let mut order = Vec::new();
-        let mut next = |it: &mut AsCompleted| match it.next() {
+        let next = |it: &mut AsCompleted| match it.next() {
             Next::Yield(f) => Some(fs.iter().position(|g| Arc::ptr_eq(f, g)).unwrap()),
             _ => None,
         };
