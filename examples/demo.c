@@ -1,0 +1,426 @@
+/*
+ * cfutures demo: Python's concurrent.futures, from C.
+ *
+ *   demo [LIMIT]
+ *
+ * 1. Counts the primes below LIMIT (default 10000000) by trial division, once serially
+ *    and once split into ranges that run as tasks on a thread pool of the default size,
+ *    and prints both times and the speed-up.
+ * 2. A done callback.
+ * 3. A task that fails with cf_raise, and how the error surfaces.
+ * 4. A promise: a future that another thread completes by hand.
+ * 5. Cancelling a future that has not started.
+ *
+ * Each section is one function `section_*` called from main(); each returns 0 on
+ * success, so the demo doubles as a test (CTest runs `demo 20000`).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <cfutures.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+/* Prints what failed and returns 1 from the calling section when `expr` is not CF_OK. */
+#define TRY(expr)                                                                          \
+    do {                                                                                   \
+        cf_status try_status_ = (expr);                                                    \
+        if (try_status_ != CF_OK) {                                                        \
+            fprintf(stderr, "demo: %s failed: %s\n", #expr, cf_status_name(try_status_)); \
+            return 1;                                                                      \
+        }                                                                                  \
+    } while (0)
+
+/* Prints the broken expectation and returns 1 from the calling section. */
+#define EXPECT(cond)                                                                       \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            fprintf(stderr, "demo: %s:%d: expected %s\n", __FILE__, __LINE__, #cond);      \
+            return 1;                                                                      \
+        }                                                                                  \
+    } while (0)
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A one-shot gate: tasks block in gate_wait until the demo opens it. Plain pthreads on
+ * purpose: a pool worker that waits on a cfutures future may run other queued tasks of
+ * its pool meanwhile, and section 5 needs a worker that is truly busy. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int open;
+    int entered; /* how many threads reached gate_wait */
+} gate;
+
+static void gate_init(gate *g) {
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->open = 0;
+    g->entered = 0;
+}
+
+static void gate_wait(gate *g) {
+    pthread_mutex_lock(&g->mu);
+    g->entered++;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open) pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Blocks until `n` threads have reached gate_wait. */
+static void gate_await_entered(gate *g, int n) {
+    pthread_mutex_lock(&g->mu);
+    while (g->entered < n) pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(gate *g) {
+    pthread_mutex_lock(&g->mu);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_destroy(gate *g) {
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+}
+
+/* ---- 1. real parallel work: counting primes ------------------------------------------ */
+
+typedef struct prime_range {
+    uint32_t lo; /* inclusive */
+    uint32_t hi; /* exclusive */
+} prime_range;
+
+static int is_prime(uint32_t n) {
+    if (n < 2) return 0;
+    if (n % 2 == 0) return n == 2;
+    for (uint32_t d = 3; d <= n / d; d += 2) {
+        if (n % d == 0) return 0;
+    }
+    return 1;
+}
+
+/* A task (a cf_fn): counts the primes of one range. The count comes back as the
+ * future's `void *` result, cast from an integer. */
+static void *count_primes(void *arg) {
+    const prime_range *r = arg;
+    uintptr_t count = 0;
+    for (uint32_t n = r->lo; n < r->hi; n++) count += (uintptr_t)is_prime(n);
+    return (void *)count;
+}
+
+/* More ranges than workers: higher ranges cost more, small pieces balance the load. */
+enum { N_RANGES = 64 };
+
+static int section_parallel_primes(uint32_t limit) {
+    printf("== 1. Counting the primes below %" PRIu32 ", serially and on a thread pool\n",
+           limit);
+
+    prime_range ranges[N_RANGES];
+    for (uint32_t i = 0; i < N_RANGES; i++) {
+        ranges[i].lo = (uint32_t)((uint64_t)limit * i / N_RANGES);
+        ranges[i].hi = (uint32_t)((uint64_t)limit * (i + 1) / N_RANGES);
+    }
+
+    /* Serially, in this thread. */
+    double t0 = now_seconds();
+    uintptr_t serial = 0;
+    for (int i = 0; i < N_RANGES; i++) serial += (uintptr_t)count_primes(&ranges[i]);
+    double serial_s = now_seconds() - t0;
+
+    /* In parallel: a thread pool of the default size (opts NULL: min(32, CPUs + 4)
+     * workers), one task per range. ranges[] outlives the tasks: every result is
+     * collected before this function returns. */
+    cf_executor *pool = NULL;
+    TRY(cf_thread_pool_new(NULL, &pool));
+    cf_future *futures[N_RANGES];
+    t0 = now_seconds();
+    for (int i = 0; i < N_RANGES; i++) {
+        TRY(cf_submit(pool, count_primes, &ranges[i], &futures[i]));
+    }
+    uintptr_t parallel = 0;
+    for (int i = 0; i < N_RANGES; i++) {
+        void *result = NULL;
+        TRY(cf_future_result(futures[i], CF_FOREVER, &result));
+        parallel += (uintptr_t)result;
+        cf_future_release(futures[i]);
+    }
+    double parallel_s = now_seconds() - t0;
+    size_t workers = cf_executor_worker_count(pool);
+    cf_executor_free(pool); /* the end of Python's `with`: shutdown(wait=True), then free */
+
+    printf("  serial:   %8" PRIuPTR " primes in %.3f s\n", serial, serial_s);
+    printf("  parallel: %8" PRIuPTR " primes in %.3f s (%d tasks on %zu worker threads)\n",
+           parallel, parallel_s, (int)N_RANGES, workers);
+    printf("  speed-up: %.2fx with %ld CPUs online\n",
+           parallel_s > 0 ? serial_s / parallel_s : 0.0, sysconf(_SC_NPROCESSORS_ONLN));
+    EXPECT(parallel == serial);
+    return 0;
+}
+
+/* ---- 2. a done callback ------------------------------------------------------------------ */
+
+typedef struct callback_record {
+    pthread_t caller;   /* the thread that added the callback */
+    atomic_int calls;   /* how often the callback ran */
+    atomic_int in_caller; /* whether it ran in `caller` */
+    atomic_uintptr_t result;
+} callback_record;
+
+/* A cf_callback: runs exactly once, after the future is done, in the thread that
+ * finished it (or at once in the adding thread if the future was already done). */
+static void on_done(cf_future *f, void *userdata) {
+    callback_record *rec = userdata;
+    void *result = NULL;
+    /* The future is done: a timeout of 0 returns its outcome without waiting. */
+    if (cf_future_result(f, 0, &result) == CF_OK) atomic_store(&rec->result, (uintptr_t)result);
+    atomic_store(&rec->in_caller, pthread_equal(pthread_self(), rec->caller) ? 1 : 0);
+    atomic_fetch_add(&rec->calls, 1);
+}
+
+typedef struct gated_range {
+    gate *gate;
+    prime_range range;
+} gated_range;
+
+static void *count_primes_after_gate(void *arg) {
+    gated_range *g = arg;
+    gate_wait(g->gate);
+    return count_primes(&g->range);
+}
+
+static int section_done_callback(void) {
+    printf("== 2. A done callback\n");
+    cf_executor *pool = NULL;
+    TRY(cf_thread_pool_new(NULL, &pool));
+
+    gate g;
+    gate_init(&g);
+    gated_range task = {&g, {0, 1000}};
+    cf_future *f = NULL;
+    TRY(cf_submit(pool, count_primes_after_gate, &task, &f));
+
+    /* The task is held at the gate, so the future is not done yet: the callback will
+     * run in the worker thread that finishes the task. */
+    callback_record before = {.caller = pthread_self()};
+    TRY(cf_future_add_done_callback(f, on_done, &before));
+    EXPECT(!cf_future_done(f));
+    gate_open(&g);
+
+    void *result = NULL;
+    TRY(cf_future_result(f, CF_FOREVER, &result));
+    /* The callback runs after the future is done; shutting the pool down with wait
+     * (cf_executor_free) returns once the worker, and so the callback, has finished. */
+    cf_executor_free(pool);
+    EXPECT(atomic_load(&before.calls) == 1);
+    printf("  added while pending: ran %d time in %s, saw result %" PRIuPTR "\n",
+           atomic_load(&before.calls),
+           atomic_load(&before.in_caller) ? "this thread" : "the worker thread",
+           (uintptr_t)atomic_load(&before.result));
+
+    /* On a done future the callback runs at once, in this thread, before the call
+     * returns. */
+    callback_record after = {.caller = pthread_self()};
+    TRY(cf_future_add_done_callback(f, on_done, &after));
+    EXPECT(atomic_load(&after.calls) == 1 && atomic_load(&after.in_caller) == 1);
+    printf("  added when done:     ran %d time in %s, saw result %" PRIuPTR "\n",
+           atomic_load(&after.calls), atomic_load(&after.in_caller) ? "this thread" : "a worker",
+           (uintptr_t)atomic_load(&after.result));
+    EXPECT((uintptr_t)result == 168); /* there are 168 primes below 1000 */
+
+    cf_future_release(f); /* futures outlive their executor */
+    gate_destroy(&g);
+    return 0;
+}
+
+/* ---- 3. a task that fails ---------------------------------------------------------------- */
+
+/* A task that fails on bad input: cf_raise records an error code and a message in the
+ * future (Python: raise) and returns NULL, so `return cf_raise(...)` reads naturally. */
+static void *integer_sqrt(void *arg) {
+    intptr_t x = (intptr_t)arg;
+    if (x < 0) return cf_raise(EDOM, "square root of a negative number");
+    intptr_t r = 0;
+    while ((r + 1) * (r + 1) <= x) r++;
+    return (void *)r;
+}
+
+static int section_failing_task(void) {
+    printf("== 3. A task that fails with cf_raise\n");
+    cf_executor *pool = NULL;
+    TRY(cf_thread_pool_new(NULL, &pool));
+
+    cf_future *ok = NULL, *bad = NULL;
+    TRY(cf_submit(pool, integer_sqrt, (void *)(intptr_t)49, &ok));
+    TRY(cf_submit(pool, integer_sqrt, (void *)(intptr_t)-49, &bad));
+
+    void *result = NULL;
+    cf_status s = cf_future_result(ok, CF_FOREVER, &result);
+    printf("  sqrt(49):  %s, result %" PRIdPTR "\n", cf_status_name(s), (intptr_t)result);
+    EXPECT(s == CF_OK && (intptr_t)result == 7);
+
+    /* Python: future.result() raises the task's exception. Here the status says it
+     * failed and the result is not written. */
+    result = NULL;
+    s = cf_future_result(bad, CF_FOREVER, &result);
+    printf("  sqrt(-49): %s\n", cf_status_name(s));
+    EXPECT(s == CF_TASK_FAILED && result == NULL);
+
+    /* Python: future.exception(). The message lives as long as the future. */
+    int code = 0;
+    const char *message = NULL;
+    s = cf_future_exception(bad, CF_FOREVER, &code, &message);
+    printf("  cf_future_exception: %s, code %d (%s), message \"%s\"\n", cf_status_name(s),
+           code, code == EDOM ? "EDOM" : "?", message ? message : "(none)");
+    EXPECT(s == CF_TASK_FAILED && code == EDOM && message != NULL);
+
+    /* After a success, the exception is "none": code 0 and no message. */
+    s = cf_future_exception(ok, CF_FOREVER, &code, &message);
+    EXPECT(s == CF_OK && code == 0 && message == NULL);
+
+    cf_future_release(ok);
+    cf_future_release(bad);
+    cf_executor_free(pool);
+    return 0;
+}
+
+/* ---- 4. a promise: a future completed by hand -------------------------------------------- */
+
+/* A plain thread (not a pool worker) that produces a value and completes the promise. */
+static void *producer_thread(void *arg) {
+    cf_future *promise = arg; /* this thread's own reference, see cf_future_retain below */
+    /* Python: Future.set_running_or_notify_cancel(): false if someone cancelled it. */
+    if (cf_future_set_running_or_notify_cancel(promise) == CF_OK) {
+        prime_range r = {0, 100000};
+        cf_future_set_result(promise, count_primes(&r));
+    }
+    cf_future_release(promise);
+    return NULL;
+}
+
+static int section_promise(void) {
+    printf("== 4. A promise: a future completed by another thread\n");
+    cf_future *promise = NULL;
+    TRY(cf_future_new(&promise));
+    EXPECT(cf_future_state(promise) == CF_STATE_PENDING);
+
+    /* The producer gets its own reference, released when it is done with it. */
+    pthread_t producer;
+    EXPECT(pthread_create(&producer, NULL, producer_thread, cf_future_retain(promise)) == 0);
+
+    /* The consumer waits exactly as for a future from cf_submit. */
+    void *result = NULL;
+    TRY(cf_future_result(promise, CF_FOREVER, &result));
+    printf("  the producer's result: %" PRIuPTR " primes below 100000\n", (uintptr_t)result);
+    EXPECT((uintptr_t)result == 9592);
+
+    /* A promise is completed once: setting it again is Python's InvalidStateError. */
+    cf_status s = cf_future_set_result(promise, NULL);
+    printf("  setting it a second time: %s\n", cf_status_name(s));
+    EXPECT(s == CF_INVALID_STATE);
+
+    EXPECT(pthread_join(producer, NULL) == 0);
+    cf_future_release(promise);
+    return 0;
+}
+
+/* ---- 5. cancelling a future that has not started ----------------------------------------- */
+
+static atomic_int second_task_ran;
+
+static void *wait_at_gate(void *arg) {
+    gate_wait(arg);
+    return NULL;
+}
+
+static void *second_task(void *arg) {
+    (void)arg;
+    atomic_store(&second_task_ran, 1);
+    return NULL;
+}
+
+static int section_cancel(void) {
+    printf("== 5. Cancelling a future that has not started\n");
+    /* One worker: while it is held at the gate, the next task can only wait in the queue. */
+    cf_executor_options opts = {.max_workers = 1, .name_prefix = "demo-cancel"};
+    cf_executor *pool = NULL;
+    TRY(cf_thread_pool_new(&opts, &pool));
+
+    gate g;
+    gate_init(&g);
+    cf_future *busy = NULL, *queued = NULL;
+    TRY(cf_submit(pool, wait_at_gate, &g, &busy));
+    gate_await_entered(&g, 1); /* the only worker is now inside the first task */
+    TRY(cf_submit(pool, second_task, NULL, &queued));
+
+    EXPECT(cf_future_running(busy));
+    bool cancelled_queued = cf_future_cancel(queued);
+    bool cancelled_busy = cf_future_cancel(busy);
+    printf("  cancel(queued task):  %s, state %s\n", cancelled_queued ? "true" : "false",
+           cf_future_cancelled(queued) ? "cancelled" : "not cancelled");
+    printf("  cancel(running task): %s, it runs on\n", cancelled_busy ? "true" : "false");
+    EXPECT(cancelled_queued && cf_future_cancelled(queued) && cf_future_done(queued));
+    EXPECT(!cancelled_busy && !cf_future_cancelled(busy));
+
+    gate_open(&g);
+    void *result = NULL;
+    TRY(cf_future_result(busy, CF_FOREVER, &result));
+    cf_status s = cf_future_result(queued, CF_FOREVER, &result);
+    printf("  result of the cancelled future: %s\n", cf_status_name(s));
+    EXPECT(s == CF_CANCELLED);
+
+    cf_executor_free(pool);
+    EXPECT(atomic_load(&second_task_ran) == 0); /* a cancelled task never runs */
+    cf_future_release(busy);
+    cf_future_release(queued);
+    gate_destroy(&g);
+    return 0;
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv) {
+    uint32_t limit = 10000000;
+    if (argc > 1) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(argv[1], &end, 10);
+        if (errno != 0 || end == argv[1] || *end != '\0' || v < 2 || v > UINT32_MAX) {
+            fprintf(stderr, "usage: %s [LIMIT]   (count the primes below LIMIT, 2..%" PRIu32
+                            ")\n", argv[0], UINT32_MAX);
+            return 2;
+        }
+        limit = (uint32_t)v;
+    }
+    printf("cfutures %s (header %s)\n\n", cf_version(), CF_VERSION);
+
+    int failed = 0;
+    failed |= section_parallel_primes(limit);
+    failed |= section_done_callback();
+    failed |= section_failing_task();
+    failed |= section_promise();
+    failed |= section_cancel();
+    /* Sections to come: cf_wait, cf_as_completed, cf_map. */
+
+    if (failed) {
+        fprintf(stderr, "\ndemo: some section failed\n");
+        return 1;
+    }
+    printf("\ndemo: all sections done\n");
+    return 0;
+}
