@@ -28,12 +28,14 @@ use super::{
     task::{Failure, Outcome, Task},
 };
 use crate::status::{CF_BROKEN, CF_INVALID_STATE, CF_OK, CF_OS_ERROR, CF_SHUTDOWN, cf_status};
+use crossbeam_utils::CachePadded;
 use std::{
     cell::Cell,
     collections::VecDeque,
     ffi::{CStr, c_void},
     io, ptr,
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 /// `cf_init_fn`.
@@ -42,6 +44,12 @@ pub(crate) type InitFn = unsafe extern "C-unwind" fn(initarg: *mut c_void);
 /// Stack size of worker threads: the usual pthread default on Linux, since C code expects
 /// it (Rust's own default is 2 MiB). Untouched pages cost nothing.
 const WORKER_STACK: usize = 8 << 20;
+
+/// How long an idle worker spins for new work before it sleeps.
+const SPIN_FOR: Duration = Duration::from_micros(20);
+
+/// Most tasks a worker takes from the queue at once.
+const MAX_BATCH: usize = 16;
 
 /// How deeply a worker nests tasks it runs while waiting (see `help_once`).
 const MAX_HELP_DEPTH: usize = 128;
@@ -53,6 +61,8 @@ thread_local! {
     /// The pool whose worker this thread is, or NULL. Valid while set: the worker's
     /// `Arc<Pool>` lives on its stack for the whole of `worker_main`.
     static WORKER_OF: Cell<*const Pool> = const { Cell::new(ptr::null()) };
+    /// This worker's batch (see `Local`), if this thread is a worker.
+    static MY_LOCAL: std::cell::RefCell<Option<Local>> = const { std::cell::RefCell::new(None) };
     /// How many tasks this thread runs nested inside waits.
     static HELP_DEPTH: Cell<usize> = const { Cell::new(0) };
 }
@@ -107,8 +117,13 @@ pub(crate) enum Help {
     Cannot,
 }
 
+/// A worker's batch: tasks it took from the queue at once and has not started yet.
+type Local = Arc<Mutex<VecDeque<Arc<Core>>>>;
+
 struct State {
     queue: VecDeque<Arc<Core>>,
+    /// Every live worker's batch, for stealing, shutdown and breaking.
+    locals: Vec<Local>,
     workers: usize,
     idle: usize,
     sleepers: Vec<Thread>,
@@ -122,6 +137,13 @@ struct State {
 /// A thread pool.
 pub(crate) struct Pool {
     state: Mutex<State>,
+    /// `state.queue.len()`, mirrored after every change under the lock, so that a worker
+    /// spinning before it sleeps can watch for work without taking the lock. Only a hint:
+    /// every decision is re-checked under the lock.
+    queued: CachePadded<AtomicUsize>,
+    /// Workers spinning in `spin_for_work` now, and how many may.
+    spinners: AtomicUsize,
+    max_spinners: usize,
     /// Signalled (under `state`) each time a worker exits.
     exited: Condvar,
     max_workers: usize,
@@ -157,6 +179,7 @@ impl Pool {
         Arc::new(Pool {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                locals: Vec::new(),
                 workers: 0,
                 idle: 0,
                 sleepers: Vec::new(),
@@ -166,6 +189,9 @@ impl Pool {
                 shutdown: false,
                 broken: false,
             }),
+            queued: CachePadded::new(AtomicUsize::new(0)),
+            spinners: AtomicUsize::new(0),
+            max_spinners: (thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
             exited: Condvar::new(),
             max_workers: config.max_workers,
             prefix: config.name_prefix.unwrap_or_else(|| format!("cfpool{id}")),
@@ -190,6 +216,7 @@ impl Pool {
             return Err(SubmitError::Shutdown);
         }
         st.queue.push_back(core.clone());
+        self.queued.store(st.queue.len(), Ordering::Relaxed);
         match self.plan(&mut st) {
             Action::Nothing => {}
             Action::Wake(t) => {
@@ -204,6 +231,70 @@ impl Pool {
             }
         }
         Ok(core)
+    }
+
+    /// Waits a few microseconds for work to arrive before the caller goes to sleep, when
+    /// no more than `max_spinners` workers are already doing so (spinning beyond one per
+    /// two CPUs would only take CPU from the threads that submit).
+    fn spin_for_work(&self) {
+        if self.spinners.fetch_add(1, Ordering::Relaxed) >= self.max_spinners {
+            self.spinners.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let start = Instant::now();
+        while self.queued.load(Ordering::Relaxed) == 0 && start.elapsed() < SPIN_FOR {
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+        }
+        self.spinners.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Pops the next queued future (under the lock), keeping `queued` in step.
+    fn pop(&self, st: &mut State) -> Option<Arc<Core>> {
+        let job = st.queue.pop_front();
+        self.queued.store(st.queue.len(), Ordering::Relaxed);
+        job
+    }
+
+    /// Takes every queued future, and every batched one (under the lock).
+    fn take_all(&self, st: &mut State) -> Vec<Arc<Core>> {
+        self.queued.store(0, Ordering::Relaxed);
+        let mut all: Vec<_> = st.queue.drain(..).collect();
+        for local in &st.locals {
+            all.extend(lock(local).drain(..));
+        }
+        all
+    }
+
+    /// Pops the next future for a worker (under the lock). When the queue holds a backlog
+    /// (more than two tasks per worker), it also moves a few more into the worker's batch,
+    /// so that a burst of small tasks costs the worker one lock per batch instead of one
+    /// per task. Batches stay visible: idle workers steal from them (`steal`), a waiting
+    /// worker runs its own first (`help_once`), and shutdown and breaking drain them.
+    fn pop_batch(&self, st: &mut State, local: &Local) -> Option<Arc<Core>> {
+        let n = st.queue.len();
+        let first = st.queue.pop_front();
+        let per_worker = n / (2 * st.workers.max(1));
+        if per_worker > 1 {
+            let mut l = lock(local);
+            for _ in 1..per_worker.min(MAX_BATCH) {
+                match st.queue.pop_front() {
+                    Some(job) => l.push_back(job),
+                    None => break,
+                }
+            }
+        }
+        self.queued.store(st.queue.len(), Ordering::Relaxed);
+        first
+    }
+
+    /// Takes the oldest task from another worker's batch (under the lock), if any.
+    fn steal(&self, st: &State, mine: &Local) -> Option<Arc<Core>> {
+        st.locals
+            .iter()
+            .filter(|l| !Arc::ptr_eq(l, mine))
+            .find_map(|l| l.try_lock().ok().and_then(|mut l| l.pop_front()))
     }
 
     /// Decides, under the lock, who runs the task just queued.
@@ -263,7 +354,7 @@ impl Pool {
             return Ok(());
         }
         st.queue.retain(|f| !Arc::ptr_eq(f, core));
-        let stranded: Vec<_> = st.queue.drain(..).collect();
+        let stranded = self.take_all(&mut st);
         drop(st);
         let message = format!("no worker thread could be started: {e}");
         for f in stranded {
@@ -293,7 +384,7 @@ impl Pool {
         let (queued, sleepers) = {
             let mut st = lock(&self.state);
             st.broken = true;
-            let q: Vec<_> = st.queue.drain(..).collect();
+            let q = self.take_all(&mut st);
             (q, std::mem::take(&mut st.sleepers))
         };
         for t in sleepers {
@@ -310,7 +401,7 @@ impl Pool {
             let mut st = lock(&self.state);
             st.shutdown = true;
             let c: Vec<_> = if cancel_futures {
-                st.queue.drain(..).collect()
+                self.take_all(&mut st)
             } else {
                 Vec::new()
             };
@@ -349,8 +440,9 @@ impl Pool {
         if depth >= MAX_HELP_DEPTH {
             return Help::Cannot;
         }
+        let own = MY_LOCAL.with(|m| m.borrow().as_ref().and_then(|l| lock(l).pop_front()));
         let mut st = lock(&self.state);
-        if let Some(job) = st.queue.pop_front() {
+        if let Some(job) = own.or_else(|| self.pop(&mut st)) {
             drop(st);
             HELP_DEPTH.with(|d| d.set(depth + 1));
             if let Some(outcome) = self.run_job(&job) {
@@ -400,12 +492,33 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
         return;
     }
     let me = thread::current();
+    let mut spun = false;
+    let local: Local = Arc::new(Mutex::new(VecDeque::new()));
+    MY_LOCAL.with(|m| *m.borrow_mut() = Some(Arc::clone(&local)));
     let mut st = lock(&pool.state);
+    st.locals.push(Arc::clone(&local));
     loop {
-        let Some(mut job) = st.queue.pop_front() else {
+        let found = match pool.pop_batch(&mut st, &local) {
+            Some(job) => Some(job),
+            None => pool.steal(&st, &local),
+        };
+        let Some(mut job) = found else {
             if st.shutdown || st.broken {
                 break;
             }
+            if !spun {
+                // Spin briefly before sleeping: a producer submitting in a burst, or a
+                // caller that submits again as soon as it has a result, then finds this
+                // worker awake (it still counts as idle and not as a sleeper, so `submit`
+                // does not wake anyone) and no system call is spent on a wake-up. The
+                // decision to sleep is taken again under the lock below.
+                drop(st);
+                pool.spin_for_work();
+                spun = true;
+                st = lock(&pool.state);
+                continue;
+            }
+            spun = false;
             st.sleepers.push(me.clone());
             drop(st);
             thread::park();
@@ -416,20 +529,22 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
             continue;
         };
         st.idle -= 1;
+        spun = false;
         drop(st);
         loop {
             let outcome = pool.run_job(&job);
             // Idle again before the outcome is published (see the module comment), and
             // the next task is taken in the same critical section.
-            let next = {
+            let batched = lock(&local).pop_front();
+            let next = batched.or_else(|| {
                 let mut st = lock(&pool.state);
                 st.idle += 1;
-                let next = st.queue.pop_front();
+                let next = pool.pop_batch(&mut st, &local);
                 if next.is_some() {
                     st.idle -= 1;
                 }
                 next
-            };
+            });
             if let Some(outcome) = outcome {
                 let _ = job.finish(outcome);
             }
@@ -440,7 +555,16 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
         }
         st = lock(&pool.state);
     }
+    // Leaving: the batch is empty (a worker leaves only when it found nothing to do, and
+    // it drains its batch before looking), but hand back anything a race left there.
+    st.locals.retain(|l| !Arc::ptr_eq(l, &local));
+    let leftover: Vec<_> = lock(&local).drain(..).collect();
+    for job in leftover.into_iter().rev() {
+        st.queue.push_front(job);
+    }
+    pool.queued.store(st.queue.len(), Ordering::Relaxed);
     drop(st);
+    MY_LOCAL.with(|m| *m.borrow_mut() = None);
     if let Runner::Process(shared) = &pool.runner {
         shared.retire_worker();
     }
