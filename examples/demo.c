@@ -10,6 +10,11 @@
  * 3. A task that fails with cf_raise, and how the error surfaces.
  * 4. A promise: a future that another thread completes by hand.
  * 5. Cancelling a future that has not started.
+ * 6. as_completed: the ranges of section 1, handled in the order they finish.
+ * 7. map: the primality of every number below LIMIT / 10, in input order, 1000 numbers
+ *    per task (chunksize), then the same with one number per task, and both times.
+ * 8. A process pool: the prime count again in worker processes, and a function that
+ *    crashes its worker (SIGSEGV) costing only its own future.
  *
  * Each section is one function `section_*` called from main(); each returns 0 on
  * success, so the demo doubles as a test (CTest runs `demo 20000`).
@@ -20,6 +25,8 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
+#include <string.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -392,6 +399,148 @@ static int section_cancel(void) {
     return 0;
 }
 
+/* ---- 6. as_completed: results in the order they finish -------------------------------- */
+
+static int section_as_completed(uint32_t limit) {
+    printf("\n== 6. as_completed: prime counts of 8 ranges, in the order they finish\n");
+    enum { N = 8 };
+    prime_range ranges[N];
+    cf_executor *pool = NULL;
+    TRY(cf_thread_pool_new(NULL, &pool));
+    cf_future *futures[N];
+    for (int i = 0; i < N; i++) {
+        /* Higher ranges hold bigger numbers: they take longer and tend to finish later. */
+        ranges[i].lo = (uint32_t)((uint64_t)limit * i / N);
+        ranges[i].hi = (uint32_t)((uint64_t)limit * (i + 1) / N);
+        TRY(cf_submit(pool, count_primes, &ranges[N - 1 - i], &futures[i]));
+    }
+    cf_as_completed *it = NULL;
+    TRY(cf_as_completed_new(futures, N, CF_FOREVER, &it));
+    cf_future *done = NULL;
+    int yielded = 0;
+    cf_status st;
+    while ((st = cf_as_completed_next(it, &done)) == CF_OK) {
+        int i = 0;
+        while (futures[i] != done) i++; /* which range this is */
+        void *count = NULL;
+        TRY(cf_future_result(done, 0, &count));
+        printf("  range %d [%" PRIu32 ", %" PRIu32 "): %" PRIuPTR " primes\n", N - 1 - i,
+               ranges[N - 1 - i].lo, ranges[N - 1 - i].hi, (uintptr_t)count);
+        yielded++;
+    }
+    cf_as_completed_free(it);
+    for (int i = 0; i < N; i++) cf_future_release(futures[i]);
+    cf_executor_free(pool);
+    EXPECT(st == CF_END && yielded == N);
+    return 0;
+}
+
+/* ---- 7. map: one function over many inputs, results in input order ------------------- */
+
+static void *is_prime_task(void *arg) { return (void *)(uintptr_t)is_prime((uint32_t)(uintptr_t)arg); }
+
+static int map_count(cf_executor *pool, void **args, size_t n, size_t chunksize,
+                     uintptr_t *count) {
+    cf_map *m = NULL;
+    TRY(cf_map_new(pool, is_prime_task, args, n, chunksize, CF_FOREVER, &m));
+    void *r = NULL;
+    uintptr_t c = 0;
+    size_t got = 0;
+    cf_status st;
+    while ((st = cf_map_next(m, &r, NULL, NULL)) == CF_OK) {
+        c += (uintptr_t)r;
+        got++;
+    }
+    cf_map_free(m);
+    EXPECT(st == CF_END && got == n);
+    *count = c;
+    return 0;
+}
+
+static int section_map(uint32_t limit) {
+    size_t n = limit / 10 < 2 ? 2 : limit / 10;
+    printf("\n== 7. map: is_prime over the %zu numbers below %zu, in input order\n", n, n);
+    void **args = malloc(n * sizeof *args);
+    EXPECT(args != NULL);
+    for (size_t i = 0; i < n; i++) args[i] = (void *)(uintptr_t)i;
+    cf_executor *pool = NULL;
+    TRY(cf_thread_pool_new(NULL, &pool));
+    uintptr_t chunked = 0, single = 0;
+    double t0 = now_seconds();
+    int bad = map_count(pool, args, n, 1000, &chunked);
+    double t1 = now_seconds();
+    bad |= map_count(pool, args, n, 1, &single);
+    double t2 = now_seconds();
+    cf_executor_free(pool);
+    free(args);
+    if (bad) return 1;
+    printf("  chunksize 1000: %" PRIuPTR " primes in %.3f s (%zu tasks)\n", chunked, t1 - t0,
+           (n + 999) / 1000);
+    printf("  chunksize 1:    %" PRIuPTR " primes in %.3f s (%zu tasks)\n", single, t2 - t1, n);
+    EXPECT(chunked == single);
+    return 0;
+}
+
+/* ---- 8. a process pool: parallel work and crash isolation ------------------------------ */
+
+/* Workers are forked from the program as it is at cf_process_pool_new, so this global,
+ * set before the pool is made, is visible in them. Ranges travel as integer indices. */
+static uint32_t g_limit;
+enum { P_RANGES = 16 };
+
+static void *count_primes_in_worker(void *arg) {
+    uintptr_t i = (uintptr_t)arg;
+    prime_range r = {(uint32_t)((uint64_t)g_limit * i / P_RANGES),
+                     (uint32_t)((uint64_t)g_limit * (i + 1) / P_RANGES)};
+    return count_primes(&r);
+}
+
+static void *crash(void *arg) {
+    (void)arg;
+    raise(SIGSEGV); /* as a bad pointer would: the worker process dies */
+    return NULL;
+}
+
+static int section_process_pool(uint32_t limit) {
+    printf("\n== 8. A process pool: primes below %" PRIu32 " in worker processes, and a crash\n",
+           limit);
+    g_limit = limit;
+    cf_executor *pool = NULL;
+    TRY(cf_process_pool_new(NULL, &pool));
+    cf_future *futures[P_RANGES];
+    double t0 = now_seconds();
+    for (uintptr_t i = 0; i < P_RANGES; i++) {
+        TRY(cf_submit(pool, count_primes_in_worker, (void *)i, &futures[i]));
+    }
+    cf_future *crashed = NULL;
+    TRY(cf_submit(pool, crash, NULL, &crashed));
+    uintptr_t total = 0;
+    for (int i = 0; i < P_RANGES; i++) {
+        void *r = NULL;
+        TRY(cf_future_result(futures[i], CF_FOREVER, &r));
+        total += (uintptr_t)r;
+        cf_future_release(futures[i]);
+    }
+    double t1 = now_seconds();
+    int code = 0;
+    const char *message = NULL;
+    cf_status st = cf_future_exception(crashed, CF_FOREVER, &code, &message);
+    printf("  %" PRIuPTR " primes in %.3f s on %zu worker processes\n", total, t1 - t0,
+           cf_executor_worker_count(pool));
+    printf("  the crashing task: %s: %s\n", cf_status_name(st), message ? message : "(none)");
+    /* The pool replaced the dead worker and goes on. */
+    cf_future *after = NULL;
+    void *r = NULL;
+    TRY(cf_submit(pool, count_primes_in_worker, (void *)0, &after));
+    TRY(cf_future_result(after, CF_FOREVER, &r));
+    printf("  and a task after the crash: %" PRIuPTR " primes in range 0\n", (uintptr_t)r);
+    EXPECT(st == CF_BROKEN && message != NULL && strstr(message, "SIGSEGV") != NULL);
+    cf_future_release(after);
+    cf_future_release(crashed);
+    cf_executor_free(pool); /* waits, and leaves no child process behind */
+    return 0;
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
@@ -415,7 +564,9 @@ int main(int argc, char **argv) {
     failed |= section_failing_task();
     failed |= section_promise();
     failed |= section_cancel();
-    /* Sections to come: cf_wait, cf_as_completed, cf_map. */
+    failed |= section_as_completed(limit);
+    failed |= section_map(limit);
+    failed |= section_process_pool(limit);
 
     if (failed) {
         fprintf(stderr, "\ndemo: some section failed\n");
