@@ -163,19 +163,84 @@ unsafe fn read_exact_raw(fd: c_int, buf: *mut u8, len: usize) -> io::Result<bool
     Ok(true)
 }
 
-fn read_exact(fd: c_int, buf: &mut [u8]) -> io::Result<bool> {
-    // SAFETY: the slice is writable for its length.
-    unsafe { read_exact_raw(fd, buf.as_mut_ptr(), buf.len()) }
+/// A read buffer for one channel: small frames (a header and its payload) arrive in one
+/// `read`; large payloads bypass it and are read straight into their destination.
+pub(crate) struct RecvBuf {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
 }
 
-fn read_vec(fd: c_int, len: usize) -> io::Result<Vec<u8>> {
+impl RecvBuf {
+    const SIZE: usize = 64 << 10;
+
+    fn new() -> RecvBuf {
+        RecvBuf {
+            buf: vec![0; Self::SIZE].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Reads exactly `len` bytes into `dst`. `Ok(false)` on EOF before the first byte.
+    ///
+    /// # Safety
+    /// `dst` is valid for `len` bytes of writes.
+    unsafe fn read_exact_raw(&mut self, fd: c_int, dst: *mut u8, len: usize) -> io::Result<bool> {
+        let mut got = 0;
+        loop {
+            let take = (self.end - self.start).min(len - got);
+            // SAFETY: within both buffers.
+            unsafe {
+                ptr::copy_nonoverlapping(self.buf.as_ptr().add(self.start), dst.add(got), take)
+            };
+            self.start += take;
+            got += take;
+            if got == len {
+                return Ok(true);
+            }
+            if len - got >= Self::SIZE / 2 {
+                // Large: read the rest directly. SAFETY: within `dst`.
+                return match unsafe { read_exact_raw(fd, dst.add(got), len - got) } {
+                    Ok(false) if got > 0 => Err(io::ErrorKind::UnexpectedEof.into()),
+                    other => other,
+                };
+            }
+            // SAFETY: reading into our own buffer.
+            let n = unsafe { libc::read(fd, self.buf.as_mut_ptr().cast(), Self::SIZE) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return if got == 0 {
+                    Ok(false)
+                } else {
+                    Err(io::ErrorKind::UnexpectedEof.into())
+                };
+            }
+            self.start = 0;
+            self.end = n as usize;
+        }
+    }
+
+    fn read_exact(&mut self, fd: c_int, dst: &mut [u8]) -> io::Result<bool> {
+        // SAFETY: the slice is writable for its length.
+        unsafe { self.read_exact_raw(fd, dst.as_mut_ptr(), dst.len()) }
+    }
+}
+
+fn read_vec(fd: c_int, rb: &mut RecvBuf, len: usize) -> io::Result<Vec<u8>> {
     let mut v: Vec<u8> = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
     // SAFETY: capacity is at least `len`; the bytes are initialised by the read before
     // `set_len` exposes them.
     unsafe {
-        if len > 0 && !read_exact_raw(fd, v.as_mut_ptr(), len)? {
+        if len > 0 && !rb.read_exact_raw(fd, v.as_mut_ptr(), len)? {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         v.set_len(len);
@@ -211,9 +276,9 @@ fn header(kind: u32, len: usize) -> [u8; HEADER] {
 }
 
 /// Reads a frame header: `None` on a clean EOF.
-fn read_header(fd: c_int) -> io::Result<Option<(u32, usize)>> {
+fn read_header(fd: c_int, rb: &mut RecvBuf) -> io::Result<Option<(u32, usize)>> {
     let mut h = [0u8; HEADER];
-    if !read_exact(fd, &mut h)? {
+    if !rb.read_exact(fd, &mut h)? {
         return Ok(None);
     }
     let kind = u32::from_ne_bytes(h[..4].try_into().unwrap());
@@ -405,20 +470,20 @@ fn send_task(fd: c_int, task: &Task) -> io::Result<()> {
 
 /// Reads a result frame (parent side). A byte result is read straight into its final
 /// `malloc` buffer.
-fn recv_outcome(fd: c_int) -> io::Result<Outcome> {
-    let Some((kind, len)) = read_header(fd)? else {
+fn recv_outcome(fd: c_int, rb: &mut RecvBuf) -> io::Result<Outcome> {
+    let Some((kind, len)) = read_header(fd, rb)? else {
         return Err(io::ErrorKind::UnexpectedEof.into());
     };
     if kind != K_RESULT || len < 1 {
         return Err(malformed());
     }
     let mut tag = [0u8; 1];
-    if !read_exact(fd, &mut tag)? {
+    if !rb.read_exact(fd, &mut tag)? {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     if tag[0] == O_BYTES {
         let mut n = [0u8; 8];
-        if len < 9 || !read_exact(fd, &mut n)? {
+        if len < 9 || !rb.read_exact(fd, &mut n)? {
             return Err(malformed());
         }
         let n = u64::from_ne_bytes(n) as usize;
@@ -438,12 +503,12 @@ fn recv_outcome(fd: c_int) -> io::Result<Outcome> {
         }
         let buf = MallocBuf { ptr: p, len: n };
         // SAFETY: `p` has room for `n` bytes.
-        if !unsafe { read_exact_raw(fd, p.cast(), n) }? {
+        if !unsafe { rb.read_exact_raw(fd, p.cast(), n) }? {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         return Ok(Outcome::Bytes(buf));
     }
-    let rest = read_vec(fd, len - 1)?;
+    let rest = read_vec(fd, rb, len - 1)?;
     let mut all = Vec::with_capacity(len);
     all.push(tag[0]);
     all.extend_from_slice(&rest);
@@ -459,12 +524,12 @@ fn recv_outcome(fd: c_int) -> io::Result<Outcome> {
 // The worker process
 
 /// Reads the next task (worker side); `None` on EOF (retired) or a broken channel.
-fn recv_task(fd: c_int) -> Option<Task> {
-    let (kind, len) = read_header(fd).ok()??;
+fn recv_task(fd: c_int, rb: &mut RecvBuf) -> Option<Task> {
+    let (kind, len) = read_header(fd, rb).ok()??;
     let fnp = |x: u64| x as usize;
     match kind {
         K_CALL if len == 16 => {
-            let p = read_vec(fd, 16).ok()?;
+            let p = read_vec(fd, rb, 16).ok()?;
             let mut r = Reader(&p);
             let (f, a) = (fnp(r.u64().ok()?), r.u64().ok()? as usize);
             // SAFETY: the parent sent a `cf_fn` of this same program (forked).
@@ -473,15 +538,17 @@ fn recv_task(fd: c_int) -> Option<Task> {
         }
         K_BYTES if len >= 8 => {
             let mut h = [0u8; 8];
-            read_exact(fd, &mut h).ok()?;
+            if !rb.read_exact(fd, &mut h).ok()? {
+                return None;
+            }
             // SAFETY: as above, a `cf_bytes_fn` of this program.
             let f: BytesFn =
                 unsafe { mem::transmute::<usize, BytesFn>(fnp(u64::from_ne_bytes(h))) };
-            let data = read_vec(fd, len - 8).ok()?;
+            let data = read_vec(fd, rb, len - 8).ok()?;
             Some(Task::Bytes(f, data.into_boxed_slice()))
         }
         K_CHUNK_CALLS | K_CHUNK_BYTES => {
-            let p = read_vec(fd, len).ok()?;
+            let p = read_vec(fd, rb, len).ok()?;
             let mut r = Reader(&p);
             let f = fnp(r.u64().ok()?);
             let n = r.usize().ok()?;
@@ -567,7 +634,8 @@ fn worker_process(
         // SAFETY: as above.
         unsafe { libc::_exit(0) };
     }
-    while let Some(task) = recv_task(fd) {
+    let mut rb = RecvBuf::new();
+    while let Some(task) = recv_task(fd, &mut rb) {
         let outcome = task.run();
         if send_outcome(fd, &outcome).is_err() {
             break;
@@ -809,6 +877,7 @@ pub(crate) struct ProcWorker {
     fd: Fd,
     pid: libc::pid_t,
     tasks: usize,
+    rb: RecvBuf,
 }
 
 /// The proxy thread's worker: its index and name for replacements, and its process
@@ -955,6 +1024,7 @@ impl ProcShared {
             fd: mine,
             pid: pid as libc::pid_t,
             tasks: 0,
+            rb: RecvBuf::new(),
         })
     }
 
@@ -976,12 +1046,12 @@ impl ProcShared {
     }
 
     /// Waits for a new worker's first frame: ready, or its initializer's failure.
-    fn ready(&self, w: ProcWorker) -> Result<(), UserError> {
-        let first = read_header(w.fd.raw());
+    fn ready(&self, mut w: ProcWorker) -> Result<(), UserError> {
+        let first = read_header(w.fd.raw(), &mut w.rb);
         let result = match first {
             Ok(Some((K_READY, 0))) => Ok(()),
             Ok(Some((K_INIT_FAILED, len))) => {
-                let failure = read_vec(w.fd.raw(), len)
+                let failure = read_vec(w.fd.raw(), &mut w.rb, len)
                     .ok()
                     .and_then(|p| decode_outcome(&mut Reader(&p), 1).ok());
                 match failure {
@@ -1085,7 +1155,8 @@ impl ProcShared {
 
     /// Sends the task, reads the outcome, and keeps, retires or buries the worker.
     fn exchange(&self, mut w: ProcWorker, task: Task) -> Outcome {
-        let result = send_task(w.fd.raw(), &task).and_then(|()| recv_outcome(w.fd.raw()));
+        let fd = w.fd.raw();
+        let result = send_task(fd, &task).and_then(|()| recv_outcome(fd, &mut w.rb));
         drop(task);
         match result {
             Ok(outcome) => {
