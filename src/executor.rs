@@ -135,6 +135,12 @@ pub unsafe extern "C" fn cf_thread_pool_new(
 /// futures finish with `CF_BROKEN`, later submits return `CF_BROKEN`).
 /// `opts->max_tasks_per_child` (0: never) replaces a worker after that many tasks.
 ///
+/// When every worker is busy and no more may be started, each worker is handed up to 8
+/// queued tasks ahead, so that small tasks do not wait for a round trip each: like the
+/// tasks in CPython's call queue, those count as running (`cf_future_running` is true)
+/// and can no longer be cancelled, also not by `cf_executor_shutdown` with
+/// `cancel_futures`.
+///
 /// If a worker dies while running a task (a signal, `exit`), only that task's future
 /// finishes, with `CF_BROKEN` and a message naming the signal or exit status; the pool
 /// starts a new worker and goes on (CPython instead breaks the whole pool). Workers exit

@@ -318,13 +318,41 @@ impl Pool {
         }
     }
 
-    /// Runs a queued future's task, if it can still start; `None` if it was cancelled.
-    /// The caller publishes the outcome.
+    /// Runs a queued future's task here, if it can still start; `None` if it was
+    /// cancelled. The caller publishes the outcome. (Process pools run theirs through
+    /// `ProcShared::drive`.)
     fn run_job(&self, job: &Core) -> Option<Outcome> {
-        let task = job.start()?;
-        Some(match &self.runner {
-            Runner::Local => task.run(),
-            Runner::Process(shared) => shared.run_remote(self, task),
+        Some(job.start()?.run())
+    }
+
+    /// For a busy process-pool proxy with room in its pipeline: its next batched task, or
+    /// the next queued one, but only while no other worker is idle and no new one can be
+    /// started (otherwise the task is better left to them than queued behind this
+    /// worker's current task).
+    fn take_more(&self, local: &Local) -> Option<Arc<Core>> {
+        let batched = lock(local).pop_front();
+        batched.or_else(|| {
+            let mut st = lock(&self.state);
+            if st.idle == 0 && st.workers >= self.max_workers {
+                self.pop_batch(&mut st, local)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// For a worker about to publish its last outcome: its next task, or else it counts
+    /// itself idle (before the outcome is visible, see the module comment).
+    fn next_or_idle(&self, local: &Local) -> Option<Arc<Core>> {
+        let batched = lock(local).pop_front();
+        batched.or_else(|| {
+            let mut st = lock(&self.state);
+            st.idle += 1;
+            let next = self.pop_batch(&mut st, local);
+            if next.is_some() {
+                st.idle -= 1;
+            }
+            next
         })
     }
 
@@ -437,7 +465,9 @@ impl Pool {
     /// While a worker of this pool waits: run one queued task, or register as a helper.
     pub(crate) fn help_once(&self) -> Help {
         let depth = HELP_DEPTH.with(|d| d.get());
-        if depth >= MAX_HELP_DEPTH {
+        // A process pool's proxy thread waits here only inside a done callback, while its
+        // worker process may hold tasks in flight: it does not run more.
+        if depth >= MAX_HELP_DEPTH || matches!(self.runner, Runner::Process(_)) {
             return Help::Cannot;
         }
         let own = MY_LOCAL.with(|m| m.borrow().as_ref().and_then(|l| lock(l).pop_front()));
@@ -531,27 +561,25 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
         st.idle -= 1;
         spun = false;
         drop(st);
-        loop {
-            let outcome = pool.run_job(&job);
-            // Idle again before the outcome is published (see the module comment), and
-            // the next task is taken in the same critical section.
-            let batched = lock(&local).pop_front();
-            let next = batched.or_else(|| {
-                let mut st = lock(&pool.state);
-                st.idle += 1;
-                let next = pool.pop_batch(&mut st, &local);
-                if next.is_some() {
-                    st.idle -= 1;
+        match &pool.runner {
+            Runner::Process(shared) => {
+                shared.drive(&pool, job, &mut || pool.take_more(&local), &mut || {
+                    pool.next_or_idle(&local)
+                })
+            }
+            Runner::Local => loop {
+                let outcome = pool.run_job(&job);
+                // Idle again before the outcome is published (see the module comment),
+                // and the next task is taken in the same critical section.
+                let next = pool.next_or_idle(&local);
+                if let Some(outcome) = outcome {
+                    let _ = job.finish(outcome);
                 }
-                next
-            });
-            if let Some(outcome) = outcome {
-                let _ = job.finish(outcome);
-            }
-            match next {
-                Some(n) => job = n,
-                None => break,
-            }
+                match next {
+                    Some(n) => job = n,
+                    None => break,
+                }
+            },
         }
         st = lock(&pool.state);
     }

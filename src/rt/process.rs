@@ -20,6 +20,9 @@
 //!   pointers cross as integers (valid in the worker: same program, forked). Bytes move
 //!   with one `sendmsg` (gather: no copy into a staging buffer) and one read straight into
 //!   the destination buffer. A truncated or malformed frame is the worker's death.
+//! - When all workers are busy, a proxy keeps up to `PIPELINE` tasks in flight in its
+//!   worker (`drive`), which reads and answers them in order; a small task then costs a
+//!   few system calls per batch instead of a round trip each.
 //! - A worker that dies (EOF, error, malformed frame) is killed for good and reaped by
 //!   the server, which reports its wait status; the task it ran fails with `CF_BROKEN`
 //!   and a message naming the signal or exit status, and the proxy starts a new worker
@@ -40,6 +43,7 @@ use super::{
 use crate::status::CF_BROKEN;
 use std::{
     cell::RefCell,
+    collections::VecDeque,
     ffi::{CString, c_int, c_void},
     io, mem, ptr,
 };
@@ -1094,24 +1098,136 @@ impl ProcShared {
         }
     }
 
-    /// On the proxy thread: runs one task in this proxy's worker process.
-    pub(crate) fn run_remote(&self, pool: &Pool, task: Task) -> Outcome {
-        let mut worker = PROXY.with(|p| p.borrow_mut().as_mut().and_then(|x| x.worker.take()));
-        if let Some(w) = &worker {
-            if !alive(w.fd.raw()) {
-                // Died while idle: the task has not been sent; replace the worker.
-                let w = worker.take().unwrap();
-                self.bury(w);
+    /// On the proxy thread: runs `first` and then whatever `more` hands out, keeping up to
+    /// `PIPELINE` tasks in flight in this proxy's worker process, so that a burst of small
+    /// tasks costs a few system calls per batch rather than per task. Returns once it has
+    /// gone idle through `last` (which the pool uses to count this worker idle before the
+    /// final outcome is published, and which may hand out one more task instead).
+    ///
+    /// A worker runs its tasks in order and answers in order, so when its channel breaks
+    /// the oldest task in flight is the one it was running: that one fails with
+    /// `CF_BROKEN`; the later ones never started and are sent again to a new worker.
+    pub(crate) fn drive(
+        &self,
+        pool: &Pool,
+        first: std::sync::Arc<super::future::Core>,
+        more: &mut dyn FnMut() -> Option<std::sync::Arc<super::future::Core>>,
+        last: &mut dyn FnMut() -> Option<std::sync::Arc<super::future::Core>>,
+    ) {
+        type Job = (std::sync::Arc<super::future::Core>, Task);
+        let mut w: Option<ProcWorker> =
+            PROXY.with(|p| p.borrow_mut().as_mut().and_then(|x| x.worker.take()));
+        let mut inflight: VecDeque<Job> = VecDeque::new();
+        let mut unsent: VecDeque<Job> = VecDeque::new();
+        let mut next = Some(first);
+        loop {
+            // 1. Take work while the pipeline has room.
+            while inflight.len() + unsent.len() < PIPELINE {
+                let Some(job) = next.take().or_else(&mut *more) else {
+                    break;
+                };
+                if let Some(task) = job.start() {
+                    unsent.push_back((job, task));
+                }
+            }
+            // 2. Send it, as far as this worker may take it.
+            let mut channel_broken = false;
+            while let Some((job, task)) = unsent.pop_front() {
+                if w.is_none() {
+                    match self.replace(pool) {
+                        Ok(fresh) => w = Some(fresh),
+                        Err(failure) => {
+                            let _ = job.finish(Outcome::Failed(failure));
+                            continue;
+                        }
+                    }
+                }
+                let worker = w.as_mut().expect("a worker was just ensured");
+                if self.max_tasks_per_child != 0 && worker.tasks >= self.max_tasks_per_child {
+                    unsent.push_front((job, task));
+                    break;
+                }
+                if send_task(worker.fd.raw(), &task).is_err() {
+                    // The worker is gone. Read what it answered before it went, then
+                    // bury it (step 4); this task never reached it.
+                    unsent.push_front((job, task));
+                    channel_broken = true;
+                    break;
+                }
+                worker.tasks += 1;
+                inflight.push_back((job, task));
+            }
+            // 3. Nothing in flight.
+            if inflight.is_empty() {
+                if let Some(worker) = w.take() {
+                    if channel_broken {
+                        self.bury(worker);
+                    } else if !unsent.is_empty() {
+                        self.retire(worker); // at its task limit; a new one is started
+                    } else {
+                        w = Some(worker);
+                    }
+                }
+                if !unsent.is_empty() {
+                    continue;
+                }
+                match last() {
+                    Some(job) => {
+                        next = Some(job);
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            // 4. Read the oldest answer.
+            let worker = w.as_mut().expect("tasks in flight have a worker");
+            match recv_outcome(worker.fd.raw(), &mut worker.rb) {
+                Ok(outcome) => {
+                    let (job, task) = inflight.pop_front().expect("an answer to a task in flight");
+                    drop(task);
+                    let mut idle = false;
+                    if inflight.is_empty() && unsent.is_empty() && next.is_none() {
+                        // Count this worker idle before the outcome is published, unless
+                        // there is more to do (see pool.rs).
+                        if self.max_tasks_per_child != 0 && worker.tasks >= self.max_tasks_per_child
+                        {
+                            if let Some(done) = w.take() {
+                                self.retire(done);
+                            }
+                        }
+                        next = last();
+                        idle = next.is_none();
+                    }
+                    let _ = job.finish(outcome);
+                    if idle {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let dead = w.take().expect("checked above");
+                    let pid = dead.pid;
+                    let how = self
+                        .bury(dead)
+                        .map_or_else(|| "died".to_owned(), describe_status);
+                    let (job, task) = inflight.pop_front().expect("an answer to a task in flight");
+                    drop(task);
+                    let _ = job.finish(Outcome::Failed(Failure::new(
+                        CF_BROKEN,
+                        0,
+                        &format!("the worker process {pid} running the task {how}"),
+                    )));
+                    // The rest never started: send them again, in order.
+                    while let Some(job) = inflight.pop_back() {
+                        unsent.push_front(job);
+                    }
+                }
             }
         }
-        let w = match worker {
-            Some(w) => w,
-            None => match self.replace(pool) {
-                Ok(w) => w,
-                Err(failure) => return Outcome::Failed(failure),
-            },
-        };
-        self.exchange(w, task)
+        PROXY.with(|p| {
+            if let Some(proxy) = p.borrow_mut().as_mut() {
+                proxy.worker = w;
+            }
+        });
     }
 
     /// Starts a replacement worker for this proxy and waits until it is ready.
@@ -1149,39 +1265,6 @@ impl ProcShared {
                 };
                 pool.break_pool(e);
                 Err(failure)
-            }
-        }
-    }
-
-    /// Sends the task, reads the outcome, and keeps, retires or buries the worker.
-    fn exchange(&self, mut w: ProcWorker, task: Task) -> Outcome {
-        let fd = w.fd.raw();
-        let result = send_task(fd, &task).and_then(|()| recv_outcome(fd, &mut w.rb));
-        drop(task);
-        match result {
-            Ok(outcome) => {
-                w.tasks += 1;
-                if self.max_tasks_per_child != 0 && w.tasks >= self.max_tasks_per_child {
-                    self.retire(w);
-                } else {
-                    PROXY.with(|p| {
-                        if let Some(proxy) = p.borrow_mut().as_mut() {
-                            proxy.worker = Some(w);
-                        }
-                    });
-                }
-                outcome
-            }
-            Err(_) => {
-                let pid = w.pid;
-                let how = self
-                    .bury(w)
-                    .map_or_else(|| "died".to_owned(), describe_status);
-                Outcome::Failed(Failure::new(
-                    CF_BROKEN,
-                    0,
-                    &format!("the worker process {pid} running the task {how}"),
-                ))
             }
         }
     }
@@ -1243,20 +1326,11 @@ fn grow_buffers(fd: c_int) {
     }
 }
 
+/// Most tasks a proxy keeps in flight in its worker process.
+const PIPELINE: usize = 8;
+
 /// Socket buffer size requested for worker channels.
 const SOCKET_BUFFER: c_int = 4 << 20;
-
-/// Whether an idle worker's channel is still open (no hang-up, no unexpected data).
-fn alive(fd: c_int) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let r = unsafe { libc::poll(&mut p, 1, 0) };
-    r == 0
-}
 
 unsafe extern "C" {
     fn flockfile(f: *mut libc::FILE);
