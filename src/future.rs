@@ -188,7 +188,7 @@ pub unsafe extern "C" fn cf_future_result(
             Outcome::Value(v) => *v,
             Outcome::Bytes(b) => b.ptr,
             Outcome::Failed(e) => return e.status,
-            Outcome::Chunk(_) => std::ptr::null_mut(),
+            Outcome::Chunk(_) | Outcome::Values(_) => std::ptr::null_mut(),
         };
         // SAFETY: `result` is non-NULL and points to writable storage (contract).
         unsafe { *result = value };
@@ -390,7 +390,7 @@ pub unsafe extern "C" fn cf_future_result_bytes(
         let bytes = match try_status!(settle(core, timeout)) {
             Outcome::Bytes(b) => crate::map::cf_bytes { data: b.ptr, len: b.len },
             Outcome::Failed(e) => return e.status,
-            Outcome::Value(_) | Outcome::Chunk(_) => return CF_INVALID_ARGUMENT,
+            Outcome::Value(_) | Outcome::Chunk(_) | Outcome::Values(_) => return CF_INVALID_ARGUMENT,
         };
         // SAFETY: `out` is non-NULL and writable (contract).
         unsafe { *out = bytes };

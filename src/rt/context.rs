@@ -45,6 +45,31 @@ pub(crate) fn call_task<R>(f: impl FnOnce() -> R) -> Result<R, UserError> {
     }
 }
 
+/// Runs `f` on each item in one task context, stopping at the first item that calls
+/// `cf_raise` or unwinds; returns that error. An item that raised has still returned
+/// (its value was pushed by `f`); an item that unwound has not.
+pub(crate) fn call_each<T>(items: &[T], mut f: impl FnMut(&T)) -> Option<UserError> {
+    let mut slot: Option<Raised> = None;
+    let slot_ptr: *mut Option<Raised> = &mut slot;
+    let prev = CURRENT.with(|c| c.replace(slot_ptr));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        for item in items {
+            f(item);
+            // SAFETY: `slot` lives until after this closure; `cf_raise` writes it only
+            // from inside `f`, on this thread, which has returned.
+            if unsafe { (*slot_ptr).is_some() } {
+                return;
+            }
+        }
+    }));
+    CURRENT.with(|c| c.set(prev));
+    match (result, slot) {
+        (Ok(()), Some(raised)) => Some(UserError::Raised(raised)),
+        (Ok(()), None) => None,
+        (Err(_), _) => Some(UserError::Unwound),
+    }
+}
+
 /// Runs a done callback: outside any task context (`cf_raise` in a callback does
 /// nothing), with unwinding caught so that the other callbacks still run.
 pub(crate) fn call_callback(f: impl FnOnce()) {

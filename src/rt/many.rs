@@ -129,13 +129,18 @@ impl AsCompleted {
         let set = Arc::new(WaitSet::new());
         let mut ready = VecDeque::new();
         let mut registered = vec![false; futures.len()];
+        // Those already done first, in array order; then every other one is registered.
+        // A future that completes between the two passes is caught by `add_listener`,
+        // which refuses a done future: it is queued then, so none is lost.
+        let mut queued = vec![false; futures.len()];
         for (i, f) in futures.iter().enumerate() {
             if f.is_done() {
                 ready.push_back(i);
+                queued[i] = true;
             }
         }
         for (i, f) in futures.iter().enumerate() {
-            if !f.is_done() {
+            if !queued[i] {
                 match f.add_listener(Listener::Notify(Arc::clone(&set), i)) {
                     Ok(()) => registered[i] = true,
                     Err(_) => ready.push_back(i),

@@ -37,7 +37,14 @@ pub(crate) struct MapIter {
     chunks: Vec<Option<Arc<Core>>>,
     chunksize: usize,
     n: usize,
+    /// Index of the next item, and its chunk and offset there.
     next: usize,
+    chunk: usize,
+    offset: usize,
+    /// The values of the current chunk while it is read on the fast path.
+    cur: *const *mut c_void,
+    cur_len: usize,
+    pos: usize,
     ended: bool,
     keep_results: bool,
     deadline: Deadline,
@@ -100,6 +107,11 @@ impl MapIter {
             chunksize,
             n,
             next: 0,
+            chunk: 0,
+            offset: 0,
+            cur: std::ptr::null(),
+            cur_len: 0,
+            pos: 0,
             ended: false,
             keep_results,
             deadline,
@@ -120,32 +132,76 @@ impl MapIter {
 
     /// The next item's outcome, in input order.
     pub(crate) fn next(&mut self) -> Item {
+        // Fast path: the rest of a chunk of values that has already been waited for.
+        if self.pos < self.cur_len {
+            // SAFETY: `cur` points at the values of chunk `self.chunk`, which
+            // `self.chunks` holds, and `pos < cur_len` is within them.
+            let v = unsafe { *self.cur.add(self.pos) };
+            self.pos += 1;
+            self.next += 1;
+            return Item::Ok(v, 0);
+        }
+        if self.cur_len > 0 {
+            // That chunk is used up: let it go and move on.
+            self.chunks[self.chunk] = None;
+            self.chunk += 1;
+            self.offset = 0;
+            self.cur_len = 0;
+            self.pos = 0;
+        }
         if self.ended || self.next == self.n {
             return Item::Stop(CF_END);
         }
-        let (ci, off) = (self.next / self.chunksize, self.next % self.chunksize);
-        let Some(core) = self.chunks[ci].clone() else {
+        let (ci, off) = (self.chunk, self.offset);
+        let Some(core) = self.chunks[ci].as_deref() else {
             unreachable!("a chunk released before its last item was read");
         };
         if !core.wait(self.deadline) {
             return Item::Stop(CF_TIMEOUT);
         }
-        self.next += 1;
-        let outcome = match core.outcome() {
-            Some(Outcome::Chunk(items)) => items.get(off),
-            other => other,
-        };
-        let item = match outcome {
+        let in_chunk = self.chunksize.min(self.n - ci * self.chunksize);
+        let item = match core.outcome() {
             None => Item::Failed(CF_CANCELLED, 0, std::ptr::null()),
-            Some(Outcome::Failed(e)) => Item::Failed(e.status, e.code, failure_message(e)),
-            Some(Outcome::Value(v)) => Item::Ok(*v, 0),
-            Some(Outcome::Bytes(b)) => Item::Ok(b.ptr, b.len),
-            Some(Outcome::Chunk(_)) => unreachable!("nested chunk"),
+            Some(Outcome::Values(v)) => {
+                if off == 0 && v.failure.is_none() && v.values.len() == in_chunk && in_chunk > 1 {
+                    // Read the rest of this chunk on the fast path.
+                    self.cur = v.values.as_ptr();
+                    self.cur_len = in_chunk;
+                    self.pos = 1;
+                    self.next += 1;
+                    return Item::Ok(v.values[0], 0);
+                }
+                match (v.values.get(off), &v.failure) {
+                    (Some(value), _) => Item::Ok(*value, 0),
+                    (None, Some(e)) => Item::Failed(e.status, e.code, failure_message(e)),
+                    (None, None) => Item::Failed(CF_CANCELLED, 0, std::ptr::null()),
+                }
+            }
+            Some(o) => {
+                let o = match o {
+                    Outcome::Chunk(items) => items.get(off),
+                    other => Some(other),
+                };
+                match o {
+                    None => Item::Failed(CF_CANCELLED, 0, std::ptr::null()),
+                    Some(Outcome::Failed(e)) => Item::Failed(e.status, e.code, failure_message(e)),
+                    Some(Outcome::Value(v)) => Item::Ok(*v, 0),
+                    Some(Outcome::Bytes(b)) => Item::Ok(b.ptr, b.len),
+                    Some(Outcome::Chunk(_) | Outcome::Values(_)) => unreachable!("nested chunk"),
+                }
+            }
         };
+        self.next += 1;
+        self.offset += 1;
+        let chunk_done = self.offset == in_chunk;
+        if chunk_done {
+            self.chunk += 1;
+            self.offset = 0;
+        }
         if let Item::Failed(..) = item {
             // Python's map stops at the first error and cancels what has not started.
             self.cancel_rest();
-        } else if !self.keep_results && (off + 1 == self.chunksize || self.next == self.n) {
+        } else if chunk_done && !self.keep_results {
             // Every item of this chunk has been read and the values were copied out: let
             // the chunk go. (Byte results are lent out, so those stay until the map is
             // freed, as do failed chunks, whose messages are lent out.)

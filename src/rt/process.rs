@@ -271,6 +271,7 @@ const O_VALUE: u8 = 0;
 const O_BYTES: u8 = 1;
 const O_FAILED: u8 = 2;
 const O_CHUNK: u8 = 3;
+const O_VALUES: u8 = 4;
 
 fn header(kind: u32, len: usize) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
@@ -352,6 +353,24 @@ fn encode_outcome(v: &mut Vec<u8>, o: &Outcome) {
                 None => v.push(0),
             }
         }
+        Outcome::Values(vals) => {
+            v.push(O_VALUES);
+            put_u64(v, vals.values.len() as u64);
+            for &x in vals.values.iter() {
+                put_u64(v, x as usize as u64);
+            }
+            match &vals.failure {
+                Some(f) => {
+                    v.push(1);
+                    encode_outcome(v, &Outcome::Failed(Box::new(Failure {
+                        status: f.status,
+                        code: f.code,
+                        message: f.message.clone(),
+                    })));
+                }
+                None => v.push(0),
+            }
+        }
         Outcome::Chunk(items) => {
             v.push(O_CHUNK);
             put_u64(v, items.len() as u64);
@@ -416,6 +435,22 @@ fn decode_outcome(r: &mut Reader<'_>, depth: u32) -> io::Result<Outcome> {
                 code,
                 message,
             }))
+        }
+        O_VALUES if depth == 0 => {
+            let n = r.usize()?;
+            let mut values = Vec::with_capacity(n.min(r.0.len() / 8));
+            for _ in 0..n {
+                values.push(r.u64()? as usize as *mut c_void);
+            }
+            let failure = match r.u8()? {
+                0 => None,
+                1 => match decode_outcome(r, 1)? {
+                    Outcome::Failed(f) => Some(f),
+                    _ => return Err(malformed()),
+                },
+                _ => return Err(malformed()),
+            };
+            Outcome::Values(Box::new(super::task::Values { values: values.into_boxed_slice(), failure }))
         }
         O_CHUNK if depth == 0 => {
             let n = r.usize()?;

@@ -1,7 +1,7 @@
 //! What a worker runs: a task function with its argument, a byte task with its copied
 //! input, or a chunk of map items; and the outcome it leaves in the future.
 
-use super::context::{UserError, call_task};
+use super::context::{UserError, call_each, call_task};
 use crate::status::{CF_TASK_FAILED, cf_status};
 use std::ffi::{CString, c_int, c_void};
 
@@ -94,6 +94,17 @@ pub(crate) enum Outcome {
     Failed(Box<Failure>),
     /// One outcome per map item of a chunk, in order; it stops at the first failed item.
     Chunk(Box<[Outcome]>),
+    /// A chunk of pointer-value map items: their values in order, then, if one failed,
+    /// its failure (the items after it did not run). Contiguous, so that reading a chunk
+    /// back costs an array index per item.
+    Values(Box<Values>),
+}
+
+/// See `Outcome::Values`.
+#[derive(Debug)]
+pub(crate) struct Values {
+    pub(crate) values: Box<[*mut c_void]>,
+    pub(crate) failure: Option<Box<Failure>>,
 }
 
 fn run_call(f: TaskFn, arg: *mut c_void) -> Outcome {
@@ -137,12 +148,23 @@ impl Task {
                 let mut out = Vec::with_capacity(chunk.len());
                 match *chunk {
                     Chunk::Calls(f, args) => {
-                        for &arg in args.iter() {
-                            out.push(run_call(f, arg));
-                            if matches!(out.last(), Some(Outcome::Failed(_))) {
-                                break;
+                        // One task context for the whole chunk: the per-item cost is the
+                        // call itself and one check of whether it raised.
+                        let mut values = Vec::with_capacity(args.len());
+                        let failed = call_each(&args, |&arg| {
+                            // SAFETY: as for `run_call`.
+                            values.push(unsafe { f(arg) });
+                        });
+                        let failure = failed.map(|e| {
+                            if matches!(e, UserError::Raised(_)) {
+                                values.pop(); // the failed item's return value, ignored
                             }
-                        }
+                            Failure::from_user(e)
+                        });
+                        return Outcome::Values(Box::new(Values {
+                            values: values.into_boxed_slice(),
+                            failure,
+                        }));
                     }
                     Chunk::Bytes(f, inputs) => {
                         for input in inputs.iter() {
