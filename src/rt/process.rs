@@ -362,11 +362,14 @@ fn encode_outcome(v: &mut Vec<u8>, o: &Outcome) {
             match &vals.failure {
                 Some(f) => {
                     v.push(1);
-                    encode_outcome(v, &Outcome::Failed(Box::new(Failure {
-                        status: f.status,
-                        code: f.code,
-                        message: f.message.clone(),
-                    })));
+                    encode_outcome(
+                        v,
+                        &Outcome::Failed(Box::new(Failure {
+                            status: f.status,
+                            code: f.code,
+                            message: f.message.clone(),
+                        })),
+                    );
                 }
                 None => v.push(0),
             }
@@ -450,7 +453,10 @@ fn decode_outcome(r: &mut Reader<'_>, depth: u32) -> io::Result<Outcome> {
                 },
                 _ => return Err(malformed()),
             };
-            Outcome::Values(Box::new(super::task::Values { values: values.into_boxed_slice(), failure }))
+            Outcome::Values(Box::new(super::task::Values {
+                values: values.into_boxed_slice(),
+                failure,
+            }))
         }
         O_CHUNK if depth == 0 => {
             let n = r.usize()?;
