@@ -4,6 +4,7 @@
 //! or initializer being run (nested runs, e.g. a worker that helps while it waits, or a
 //! done callback fired from inside a task, save and restore the outer context).
 
+use super::sync::thread_local;
 use std::{
     cell::Cell,
     ffi::{CStr, CString, c_char, c_int},

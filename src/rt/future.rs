@@ -38,14 +38,14 @@
 
 use super::{
     context,
-    sync::{Arc, AtomicU32, Mutex, Ordering, Thread, lock, thread},
+    sync::{Arc, AtomicU32, Mutex, Ordering, Thread, UnsafeCell, lock, thread},
     task::{Outcome, Task},
     time::Deadline,
     waiter::{WaitSet, block_on},
 };
 use crate::future::cf_future;
 use crossbeam_utils::Backoff;
-use std::{cell::UnsafeCell, ffi::c_void, mem};
+use std::{ffi::c_void, mem};
 
 /// The future has not started.
 const PENDING: u32 = 0;
@@ -149,8 +149,8 @@ impl Core {
             return None;
         }
         // SAFETY: FINISHED was acquired above; after publish the slot is never written
-        // again until drop, so shared reads are fine.
-        match unsafe { &*self.slot.get() } {
+        // again until drop, so shared reads are fine (also after the closure returns).
+        match self.slot.with(|slot| unsafe { &*slot }) {
             Slot::Done(o) => Some(o),
             _ => unreachable!("finished future without an outcome"),
         }
@@ -182,7 +182,10 @@ impl Core {
         self.set_running().ok()?;
         // SAFETY: winning PENDING → RUNNING makes us the only one touching the slot until
         // we claim it; nobody else reads a slot that is not FINISHED.
-        match mem::replace(unsafe { &mut *self.slot.get() }, Slot::Empty) {
+        match self
+            .slot
+            .with_mut(|slot| mem::replace(unsafe { &mut *slot }, Slot::Empty))
+        {
             Slot::Task(task) => Some(task),
             Slot::Empty => None, // a promise marked running through the executor path
             Slot::Done(_) => unreachable!("done slot in a running future"),
@@ -211,7 +214,8 @@ impl Core {
             }
         }
         // SAFETY: we won the claim: no one else reads or writes the slot until FINISHED.
-        unsafe { *self.slot.get() = Slot::Done(outcome) };
+        self.slot
+            .with_mut(|slot| unsafe { *slot = Slot::Done(outcome) });
         // Release: publishes the outcome with the FINISHED phase. COMPLETING + 1 ==
         // FINISHED, so the add changes only the phase and keeps LISTENERS as it is now.
         let prev = self
@@ -328,12 +332,15 @@ impl Core {
             return false;
         }
         // A short spin first: tiny tasks often finish within microseconds, and parking
-        // costs two system calls.
-        let backoff = Backoff::new();
-        while !backoff.is_completed() {
-            backoff.snooze();
-            if self.is_done() {
-                return true;
+        // costs two system calls. (Not under loom: a spin only lets time pass, which the
+        // model does not have, and it would multiply the interleavings to explore.)
+        if !cfg!(cfutures_loom) {
+            let backoff = Backoff::new();
+            while !backoff.is_completed() {
+                backoff.snooze();
+                if self.is_done() {
+                    return true;
+                }
             }
         }
         let me = thread::current();
@@ -346,6 +353,14 @@ impl Core {
             self.remove_listener(|l| matches!(l, Listener::Unpark(t) if t.id() == id));
         }
         done
+    }
+}
+
+#[cfg(all(test, cfutures_loom))]
+impl Core {
+    /// Listeners still registered (the loom models check that none is left behind).
+    pub(crate) fn listener_count(&self) -> usize {
+        lock(&self.listeners).len()
     }
 }
 

@@ -11,3 +11,7 @@ pub(crate) mod sync;
 pub(crate) mod task;
 pub(crate) mod time;
 pub(crate) mod waiter;
+
+/// Model checks of this module's protocols (`scripts/loom.sh`).
+#[cfg(all(test, cfutures_loom))]
+mod loom_tests;

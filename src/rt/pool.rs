@@ -24,7 +24,10 @@
 use super::{
     context::{UserError, call_task},
     future::Core,
-    sync::{Arc, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, Thread, lock, thread},
+    sync::{
+        Arc, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, Thread, lock, statics, thread,
+        thread_local,
+    },
     task::{Failure, Outcome, Task},
 };
 use crate::status::{CF_BROKEN, CF_INVALID_STATE, CF_OK, CF_OS_ERROR, CF_SHUTDOWN, cf_status};
@@ -34,7 +37,6 @@ use std::{
     collections::VecDeque,
     ffi::{CStr, c_void},
     io, ptr,
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -55,7 +57,7 @@ const MAX_BATCH: usize = 16;
 const MAX_HELP_DEPTH: usize = 128;
 
 /// Pool numbers for default thread names.
-static POOL_IDS: AtomicUsize = AtomicUsize::new(0);
+static POOL_IDS: statics::AtomicUsize = statics::AtomicUsize::new(0);
 
 thread_local! {
     /// The pool whose worker this thread is, or NULL. Valid while set: the worker's
@@ -128,7 +130,7 @@ struct State {
     idle: usize,
     sleepers: Vec<Thread>,
     helpers: Vec<Thread>,
-    handles: Vec<JoinHandle<()>>,
+    handles: Vec<thread::JoinHandle<()>>,
     next_index: usize,
     shutdown: bool,
     broken: bool,
@@ -237,6 +239,11 @@ impl Pool {
     /// no more than `max_spinners` workers are already doing so (spinning beyond one per
     /// two CPUs would only take CPU from the threads that submit).
     fn spin_for_work(&self) {
+        // Not under loom: a spin only lets time pass, which the model does not have (the
+        // unlocked window around the call, where a submit may come in, is still modelled).
+        if cfg!(cfutures_loom) {
+            return;
+        }
         if self.spinners.fetch_add(1, Ordering::Relaxed) >= self.max_spinners {
             self.spinners.fetch_sub(1, Ordering::Relaxed);
             return;
