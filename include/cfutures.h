@@ -22,6 +22,10 @@
  *  - Tasks, initializers and callbacks are plain C functions. They must not unwind
  *    (throw a C++ exception or longjmp) out of their frame: that is outside the contract.
  *  - No Rust panic ever unwinds into C: an internal error is reported as `CF_PANIC`.
+ *  - Memory: allocations that grow with the caller's input (copies of byte inputs, map
+ *    inputs, queues, callback lists) that cannot be made return `CF_NO_MEMORY`. Running
+ *    out of memory for the library's own small allocations (a future takes about 100
+ *    bytes) aborts the process, as Rust's allocator does.
  */
 
 
@@ -373,6 +377,11 @@ cf_status cf_thread_pool_new(const struct cf_executor_options *opts, struct cf_e
  * On success `*out` is a new executor, freed with `cf_executor_free`. Returns
  * `CF_INVALID_ARGUMENT` for NULL `out` or `max_workers > CF_MAX_WORKERS`, and
  * `CF_OS_ERROR` (with `errno`) if the fork server could not be started.
+ *
+ * A worker that dies before it is ready (killed from outside) is started again; with an
+ * initializer configured, such a death counts as the initializer failing. Under
+ * AddressSanitizer, whose allocator (unlike glibc's malloc) is not reset by `fork`,
+ * create process pools while no other thread may be inside `malloc`.
  */
 cf_status cf_process_pool_new(const struct cf_executor_options *opts, struct cf_executor **out);
 
@@ -386,7 +395,8 @@ cf_status cf_process_pool_new(const struct cf_executor_options *opts, struct cf_
  * Returns `CF_SHUTDOWN` after `cf_executor_shutdown`, `CF_BROKEN` if an initializer
  * failed, `CF_OS_ERROR` (with `errno`) if no worker could be started and none is
  * running (with a worker running, the task waits in the queue instead),
- * `CF_INVALID_ARGUMENT` if `ex`, `fn` or `out` is NULL. Nothing is written on failure.
+ * `CF_NO_MEMORY` when memory runs out, `CF_INVALID_ARGUMENT` if `ex`, `fn` or `out` is
+ * NULL. Nothing is written on failure.
  * May be called from tasks and done callbacks.
  */
 cf_status cf_submit(struct cf_executor *ex, cf_fn fn, void *arg, struct cf_future **out);
@@ -399,7 +409,8 @@ cf_status cf_submit(struct cf_executor *ex, cf_fn fn, void *arg, struct cf_futur
  * once; `in` may be NULL when `in_len` is 0. The task's result buffer is read with
  * `cf_future_result_bytes` (or `cf_future_result`, which gives the data pointer) and
  * freed with the future. Statuses as for `cf_submit`; also `CF_INVALID_ARGUMENT` for a
- * NULL `in` with `in_len > 0`.
+ * NULL `in` with `in_len > 0`, and `CF_NO_MEMORY`
+ * when the copy cannot be allocated.
  */
 cf_status cf_submit_bytes(struct cf_executor *ex,
                           cf_bytes_fn fn,
@@ -530,7 +541,8 @@ cf_status cf_future_exception(struct cf_future *f, double timeout, int *code, co
  * or cancels it, in the order callbacks were added (see `cf_callback`). A callback added
  * to a future that is then released still runs. `f` is borrowed for the call.
  *
- * Returns `CF_OK`, or `CF_INVALID_ARGUMENT` if `f` or `fn` is NULL.
+ * Returns `CF_OK`, `CF_INVALID_ARGUMENT` if `f` or `fn` is NULL, or `CF_NO_MEMORY` (the
+ * callback was not added).
  */
 cf_status cf_future_add_done_callback(struct cf_future *f, cf_callback fn, void *userdata);
 
@@ -610,8 +622,9 @@ cf_status cf_future_result_bytes(struct cf_future *f, double timeout, struct cf_
  * with `cf_map_free`.
  *
  * Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `fn` or `out`, NULL `args` with `n > 0`,
- * or a NaN timeout; `CF_SHUTDOWN`, `CF_BROKEN` or `CF_OS_ERROR` as `cf_submit` does
- * (then nothing runs: what was already submitted is cancelled).
+ * or a NaN timeout; `CF_NO_MEMORY` when the inputs cannot be copied; `CF_SHUTDOWN`,
+ * `CF_BROKEN` or `CF_OS_ERROR` as `cf_submit` does (then nothing runs: what was already
+ * submitted is cancelled).
  */
 cf_status cf_map_new(struct cf_executor *ex,
                      cf_fn fn,

@@ -151,6 +151,11 @@ pub unsafe extern "C" fn cf_thread_pool_new(
 /// On success `*out` is a new executor, freed with `cf_executor_free`. Returns
 /// `CF_INVALID_ARGUMENT` for NULL `out` or `max_workers > CF_MAX_WORKERS`, and
 /// `CF_OS_ERROR` (with `errno`) if the fork server could not be started.
+///
+/// A worker that dies before it is ready (killed from outside) is started again; with an
+/// initializer configured, such a death counts as the initializer failing. Under
+/// AddressSanitizer, whose allocator (unlike glibc's malloc) is not reset by `fork`,
+/// create process pools while no other thread may be inside `malloc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_process_pool_new(
     opts: *const cf_executor_options,
@@ -229,7 +234,8 @@ fn submit_task(ex: &cf_executor, task: Task, out: *mut *mut cf_future) -> cf_sta
 /// Returns `CF_SHUTDOWN` after `cf_executor_shutdown`, `CF_BROKEN` if an initializer
 /// failed, `CF_OS_ERROR` (with `errno`) if no worker could be started and none is
 /// running (with a worker running, the task waits in the queue instead),
-/// `CF_INVALID_ARGUMENT` if `ex`, `fn` or `out` is NULL. Nothing is written on failure.
+/// `CF_NO_MEMORY` when memory runs out, `CF_INVALID_ARGUMENT` if `ex`, `fn` or `out` is
+/// NULL. Nothing is written on failure.
 /// May be called from tasks and done callbacks.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_submit(
@@ -254,7 +260,8 @@ pub unsafe extern "C" fn cf_submit(
 /// once; `in` may be NULL when `in_len` is 0. The task's result buffer is read with
 /// `cf_future_result_bytes` (or `cf_future_result`, which gives the data pointer) and
 /// freed with the future. Statuses as for `cf_submit`; also `CF_INVALID_ARGUMENT` for a
-/// NULL `in` with `in_len > 0`.
+/// NULL `in` with `in_len > 0`, and `CF_NO_MEMORY`
+/// when the copy cannot be allocated.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_submit_bytes(
     ex: *mut cf_executor,
@@ -273,7 +280,8 @@ pub unsafe extern "C" fn cf_submit_bytes(
     }
 }
 
-/// Copies a C buffer; NULL with a length is `CF_INVALID_ARGUMENT`.
+/// Copies a C buffer; NULL with a length is `CF_INVALID_ARGUMENT`, a copy that cannot be
+/// allocated `CF_NO_MEMORY`.
 ///
 /// # Safety
 /// `data` is NULL or points to `len` readable bytes.
@@ -285,7 +293,11 @@ pub(crate) unsafe fn copy_bytes(data: *const c_void, len: usize) -> Result<Box<[
         return Err(CF_INVALID_ARGUMENT);
     }
     // SAFETY: non-NULL and `len` readable bytes, by the caller's guarantee.
-    Ok(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }.into())
+    let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+    let mut copy = Vec::new();
+    copy.try_reserve_exact(len).map_err(|_| CF_NO_MEMORY)?;
+    copy.extend_from_slice(bytes);
+    Ok(copy.into_boxed_slice())
 }
 
 /// Shuts the executor down: Python's `shutdown(wait, cancel_futures)`.

@@ -242,7 +242,8 @@ pub(crate) fn failure_message(e: &Failure) -> *const c_char {
 /// or cancels it, in the order callbacks were added (see `cf_callback`). A callback added
 /// to a future that is then released still runs. `f` is borrowed for the call.
 ///
-/// Returns `CF_OK`, or `CF_INVALID_ARGUMENT` if `f` or `fn` is NULL.
+/// Returns `CF_OK`, `CF_INVALID_ARGUMENT` if `f` or `fn` is NULL, or `CF_NO_MEMORY` (the
+/// callback was not added).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_future_add_done_callback(
     f: *mut cf_future,
@@ -253,6 +254,9 @@ pub unsafe extern "C" fn cf_future_add_done_callback(
         let Some(callback) = r#fn else { return CF_INVALID_ARGUMENT };
         // SAFETY: `f` is NULL or a live handle.
         let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
+        if !core.reserve_listener() {
+            return CF_NO_MEMORY;
+        }
         core.add_callback(callback, userdata);
         CF_OK
     }

@@ -66,8 +66,9 @@ fn start(
 /// with `cf_map_free`.
 ///
 /// Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `fn` or `out`, NULL `args` with `n > 0`,
-/// or a NaN timeout; `CF_SHUTDOWN`, `CF_BROKEN` or `CF_OS_ERROR` as `cf_submit` does
-/// (then nothing runs: what was already submitted is cancelled).
+/// or a NaN timeout; `CF_NO_MEMORY` when the inputs cannot be copied; `CF_SHUTDOWN`,
+/// `CF_BROKEN` or `CF_OS_ERROR` as `cf_submit` does (then nothing runs: what was already
+/// submitted is cancelled).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_map_new(
     ex: *mut cf_executor,
@@ -88,7 +89,13 @@ pub unsafe extern "C" fn cf_map_new(
             Vec::new()
         } else {
             // SAFETY: non-NULL with `n` readable entries (contract).
-            unsafe { std::slice::from_raw_parts(args, n) }.to_vec()
+            let args = unsafe { std::slice::from_raw_parts(args, n) };
+            let mut copy = Vec::new();
+            if copy.try_reserve_exact(n).is_err() {
+                return CF_NO_MEMORY;
+            }
+            copy.extend_from_slice(args);
+            copy
         };
         start(ex, Items::Calls(f, args), chunksize, timeout, out)
     }
@@ -121,7 +128,10 @@ pub unsafe extern "C" fn cf_map_bytes_new(
             // SAFETY: non-NULL with `n` readable entries (contract).
             unsafe { std::slice::from_raw_parts(inputs, n) }
         };
-        let mut copies = Vec::with_capacity(n);
+        let mut copies = Vec::new();
+        if copies.try_reserve_exact(n).is_err() {
+            return CF_NO_MEMORY;
+        }
         for b in inputs {
             // SAFETY: each input is NULL or `len` readable bytes (contract).
             copies.push(try_status!(unsafe { copy_bytes(b.data, b.len) }));

@@ -199,7 +199,13 @@ impl Core {
         loop {
             match cur & PHASE {
                 PENDING | RUNNING => {}
-                COMPLETING | FINISHED | CANCELLED => return Err(outcome),
+                COMPLETING => {
+                    // Another completer is writing its outcome: wait for it to publish,
+                    // so that a caller told "already done" finds the future done.
+                    self.wait_published();
+                    return Err(outcome);
+                }
+                FINISHED | CANCELLED => return Err(outcome),
                 _ => unreachable!("invalid future phase"),
             }
             // AcqRel: the winner owns the slot and must see earlier writes to it.
@@ -225,6 +231,19 @@ impl Core {
             self.fire();
         }
         Ok(())
+    }
+
+    /// Waits out another thread's COMPLETING phase (a few stores long; it never runs user
+    /// code), so that whoever lost the race to complete sees the future done.
+    fn wait_published(&self) {
+        let backoff = Backoff::new();
+        while self.state.load(Ordering::Acquire) & PHASE == COMPLETING {
+            if cfg!(cfutures_loom) {
+                thread::yield_now();
+            } else {
+                backoff.snooze();
+            }
+        }
     }
 
     /// Python's `cancel()`: true if the future is now cancelled (also if it already was).
@@ -290,6 +309,11 @@ impl Core {
                 Ok(())
             }
         }
+    }
+
+    /// Makes room for one more listener; `false` when memory runs out.
+    pub(crate) fn reserve_listener(&self) -> bool {
+        lock(&self.listeners).try_reserve(1).is_ok()
     }
 
     /// Removes the multi-wait registration `(set, index)`, if it is still registered.

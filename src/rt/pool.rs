@@ -89,6 +89,7 @@ pub(crate) struct Config {
 pub(crate) enum SubmitError {
     Shutdown,
     Broken,
+    NoMemory,
     Os(io::Error),
 }
 
@@ -98,6 +99,7 @@ impl SubmitError {
         match self {
             SubmitError::Shutdown => CF_SHUTDOWN,
             SubmitError::Broken => CF_BROKEN,
+            SubmitError::NoMemory => crate::status::CF_NO_MEMORY,
             SubmitError::Os(e) => {
                 if let Some(code) = e.raw_os_error() {
                     // SAFETY: errno is this thread's; writing it is what C code expects.
@@ -216,6 +218,9 @@ impl Pool {
         }
         if st.shutdown {
             return Err(SubmitError::Shutdown);
+        }
+        if st.queue.try_reserve(1).is_err() {
+            return Err(SubmitError::NoMemory);
         }
         st.queue.push_back(core.clone());
         self.queued.store(st.queue.len(), Ordering::Relaxed);
@@ -370,10 +375,27 @@ impl Pool {
             Runner::Local => None,
             Runner::Process(shared) => Some(shared.spawn_worker(&name)?),
         };
-        let handle = thread::Builder::new()
+        // The worker process is handed over through a slot, so that it can be taken back
+        // and reaped if its thread cannot be started (else it would stay a zombie).
+        let slot = Arc::new(Mutex::new(process));
+        let theirs = Arc::clone(&slot);
+        let spawned = thread::Builder::new()
             .name(name)
             .stack_size(WORKER_STACK)
-            .spawn(move || worker_main(pool, process))?;
+            .spawn(move || {
+                let process = lock(&theirs).take();
+                drop(theirs);
+                worker_main(pool, process)
+            });
+        let handle = match spawned {
+            Ok(handle) => handle,
+            Err(e) => {
+                if let (Runner::Process(shared), Some(p)) = (&self.runner, lock(&slot).take()) {
+                    shared.discard_worker(p);
+                }
+                return Err(e);
+            }
+        };
         lock(&self.state).handles.push(handle);
         Ok(())
     }

@@ -915,6 +915,7 @@ pub(crate) struct ProcShared {
     ctl: Mutex<Option<Fd>>,
     server: libc::pid_t,
     max_tasks_per_child: usize,
+    has_initializer: bool,
 }
 
 /// One worker process as its proxy thread sees it.
@@ -924,6 +925,17 @@ pub(crate) struct ProcWorker {
     tasks: usize,
     rb: RecvBuf,
 }
+
+/// Why a new worker did not become ready.
+enum StartError {
+    /// Its initializer failed (or, with an initializer configured, it died first).
+    InitFailed(UserError),
+    /// It died before it was ready, with no initializer configured: lost, not failed.
+    Died(String),
+}
+
+/// How many times a proxy tries to start a worker that dies before it is ready.
+const START_ATTEMPTS: usize = 3;
 
 /// The proxy thread's worker: its index and name for replacements, and its process
 /// (`None` between a death or retirement and the next task).
@@ -990,6 +1002,7 @@ impl ProcShared {
         max_tasks_per_child: usize,
     ) -> io::Result<ProcShared> {
         let init = init.map(|(f, a)| (f, a as usize));
+        let has_initializer = init.is_some();
         let (parent_end, server_end) = socket_pair(libc::SOCK_SEQPACKET)?;
         // SAFETY: plain system call; -1 on failure (old kernel), which we tolerate.
         let parent_pidfd =
@@ -1030,6 +1043,7 @@ impl ProcShared {
             ctl: Mutex::new(Some(parent_end)),
             server: pid,
             max_tasks_per_child,
+            has_initializer,
         })
     }
 
@@ -1081,47 +1095,16 @@ impl ProcShared {
     }
 
     /// On the proxy thread: takes charge of a new worker and waits for its initializer.
+    /// `Err` only when the initializer failed (the pool is then broken); a worker lost
+    /// while starting for any other reason is replaced when the first task comes.
     pub(crate) fn adopt_worker(&self, w: ProcWorker) -> Result<(), UserError> {
         let mut name = [0u8; 16];
         if let Ok(n) = std::thread::current().name().map(name16).ok_or(()) {
             name = n;
         }
         PROXY.with(|p| *p.borrow_mut() = Some(Proxy { name, worker: None }));
-        self.ready(w)
-    }
-
-    /// Waits for a new worker's first frame: ready, or its initializer's failure.
-    fn ready(&self, mut w: ProcWorker) -> Result<(), UserError> {
-        let first = read_header(w.fd.raw(), &mut w.rb);
-        let result = match first {
-            Ok(Some((K_READY, 0))) => Ok(()),
-            Ok(Some((K_INIT_FAILED, len))) => {
-                let failure = read_vec(w.fd.raw(), &mut w.rb, len)
-                    .ok()
-                    .and_then(|p| decode_outcome(&mut Reader(&p), 1).ok());
-                match failure {
-                    Some(Outcome::Failed(f)) => Err(UserError::Raised(Raised {
-                        code: f.code,
-                        message: f.message,
-                    })),
-                    _ => Err(UserError::Raised(Raised {
-                        code: 0,
-                        message: None,
-                    })),
-                }
-            }
-            _ => {
-                let status = self.reap(w.pid, true);
-                let how = status.map_or_else(|| "died".to_owned(), describe_status);
-                let msg = format!("a worker process {} before its initializer finished", how);
-                Err(UserError::Raised(Raised {
-                    code: 0,
-                    message: CString::new(msg).ok(),
-                }))
-            }
-        };
-        match result {
-            Ok(()) => {
+        match self.ready(w) {
+            Ok(w) => {
                 PROXY.with(|p| {
                     if let Some(proxy) = p.borrow_mut().as_mut() {
                         proxy.worker = Some(w);
@@ -1129,14 +1112,51 @@ impl ProcShared {
                 });
                 Ok(())
             }
-            Err(e) => {
-                // The worker exits by itself after reporting; reap it.
-                let pid = w.pid;
-                drop(w);
-                self.reap(pid, false);
-                Err(e)
-            }
+            Err(StartError::InitFailed(e)) => Err(e),
+            Err(StartError::Died(_)) => Ok(()),
         }
+    }
+
+    /// Waits for a new worker's first frame: ready, or its initializer's failure.
+    fn ready(&self, mut w: ProcWorker) -> Result<ProcWorker, StartError> {
+        let first = read_header(w.fd.raw(), &mut w.rb);
+        let error = match first {
+            Ok(Some((K_READY, 0))) => return Ok(w),
+            Ok(Some((K_INIT_FAILED, len))) => {
+                let failure = read_vec(w.fd.raw(), &mut w.rb, len)
+                    .ok()
+                    .and_then(|p| decode_outcome(&mut Reader(&p), 1).ok());
+                let raised = match failure {
+                    Some(Outcome::Failed(f)) => Raised {
+                        code: f.code,
+                        message: f.message,
+                    },
+                    _ => Raised {
+                        code: 0,
+                        message: None,
+                    },
+                };
+                // The worker exits by itself after reporting; reap it.
+                self.retire(w);
+                return Err(StartError::InitFailed(UserError::Raised(raised)));
+            }
+            _ => {
+                let how = self
+                    .bury(w)
+                    .map_or_else(|| "died".to_owned(), describe_status);
+                format!("a worker process {how} before it was ready")
+            }
+        };
+        if self.has_initializer {
+            // Most likely the initializer itself crashed: that breaks the pool, as an
+            // initializer that fails by `cf_raise` does.
+            let message = format!("{error} (while running its initializer)");
+            return Err(StartError::InitFailed(UserError::Raised(Raised {
+                code: 0,
+                message: CString::new(message).ok(),
+            })));
+        }
+        Err(StartError::Died(error))
     }
 
     /// On the proxy thread: runs `first` and then whatever `more` hands out, keeping up to
@@ -1244,12 +1264,18 @@ impl ProcShared {
                         break;
                     }
                 }
-                Err(_) => {
+                Err(e) => {
                     let dead = w.take().expect("checked above");
                     let pid = dead.pid;
-                    let how = self
-                        .bury(dead)
-                        .map_or_else(|| "died".to_owned(), describe_status);
+                    let status = self.bury(dead);
+                    let how = if e.kind() == io::ErrorKind::OutOfMemory {
+                        // Not the worker's fault: its answer did not fit in our memory.
+                        "answered with a result this process could not allocate (the worker \
+                         was stopped)"
+                            .to_owned()
+                    } else {
+                        status.map_or_else(|| "died".to_owned(), describe_status)
+                    };
                     let (job, task) = inflight.pop_front().expect("an answer to a task in flight");
                     drop(task);
                     let _ = job.finish(Outcome::Failed(Failure::new(
@@ -1271,43 +1297,59 @@ impl ProcShared {
         });
     }
 
-    /// Starts a replacement worker for this proxy and waits until it is ready.
+    /// Starts a replacement worker for this proxy and waits until it is ready. A worker
+    /// lost while starting (killed from outside) is tried again a few times; a failed
+    /// initializer breaks the pool.
     fn replace(&self, pool: &Pool) -> Result<ProcWorker, Box<Failure>> {
         let name = PROXY
             .with(|p| p.borrow().as_ref().map(|x| x.name))
             .unwrap_or([0; 16]);
         let len = name.iter().position(|&b| b == 0).unwrap_or(16);
         let name = String::from_utf8_lossy(&name[..len]).into_owned();
-        let w = self.spawn_worker(&name).map_err(|e| {
-            Failure::new(
-                CF_BROKEN,
-                e.raw_os_error().unwrap_or(0),
-                &format!("could not start a worker process: {e}"),
-            )
-        })?;
-        match self.ready(w) {
-            Ok(()) => Ok(PROXY
-                .with(|p| p.borrow_mut().as_mut().and_then(|x| x.worker.take()))
-                .unwrap()),
-            Err(e) => {
-                let failure = match &e {
-                    UserError::Raised(r) => Failure::new(
-                        CF_BROKEN,
-                        r.code,
-                        &format!(
-                            "a worker initializer failed ({}); the executor is broken",
-                            r.message
-                                .as_deref()
-                                .map(|m| m.to_string_lossy())
-                                .unwrap_or_default()
+        let mut attempts = 0;
+        loop {
+            let w = self.spawn_worker(&name).map_err(|e| {
+                Failure::new(
+                    CF_BROKEN,
+                    e.raw_os_error().unwrap_or(0),
+                    &format!("could not start a worker process: {e}"),
+                )
+            })?;
+            match self.ready(w) {
+                Ok(w) => return Ok(w),
+                Err(StartError::Died(how)) => {
+                    attempts += 1;
+                    if attempts >= START_ATTEMPTS {
+                        return Err(Failure::new(CF_BROKEN, 0, &how));
+                    }
+                }
+                Err(StartError::InitFailed(e)) => {
+                    let failure = match &e {
+                        UserError::Raised(r) => Failure::new(
+                            CF_BROKEN,
+                            r.code,
+                            &format!(
+                                "a worker initializer failed ({}); the executor is broken",
+                                r.message
+                                    .as_deref()
+                                    .map(|m| m.to_string_lossy())
+                                    .unwrap_or_default()
+                            ),
                         ),
-                    ),
-                    UserError::Unwound => Failure::new(CF_BROKEN, 0, "a worker initializer failed"),
-                };
-                pool.break_pool(e);
-                Err(failure)
+                        UserError::Unwound => {
+                            Failure::new(CF_BROKEN, 0, "a worker initializer failed")
+                        }
+                    };
+                    pool.break_pool(e);
+                    return Err(failure);
+                }
             }
         }
+    }
+
+    /// Ends a worker that never got a proxy thread: kill it and reap it.
+    pub(crate) fn discard_worker(&self, w: ProcWorker) {
+        self.bury(w);
     }
 
     /// Kills and reaps a worker whose channel broke; its wait status.
