@@ -48,7 +48,7 @@ pub(crate) type InitFn = unsafe extern "C-unwind" fn(initarg: *mut c_void);
 const WORKER_STACK: usize = 8 << 20;
 
 /// How long an idle worker spins for new work before it sleeps.
-const SPIN_FOR: Duration = Duration::from_micros(20);
+const SPIN_FOR: Duration = Duration::from_micros(100);
 
 /// Most tasks a worker takes from the queue at once.
 const MAX_BATCH: usize = 16;
@@ -262,6 +262,17 @@ impl Pool {
         self.spinners.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// For a worker that just took work (under the lock): if work is still queued and no
+    /// other idle worker is awake to take it, wake one sleeper. The caller unparks the
+    /// returned thread after unlocking. This passes wake-ups along from worker to worker
+    /// instead of leaving them to `submit`.
+    fn chain_wake(&self, st: &mut State) -> Option<Thread> {
+        if st.queue.is_empty() || st.idle > st.sleepers.len() {
+            return None;
+        }
+        st.sleepers.pop()
+    }
+
     /// Pops the next queued future (under the lock), keeping `queued` in step.
     fn pop(&self, st: &mut State) -> Option<Arc<Core>> {
         let job = st.queue.pop_front();
@@ -315,8 +326,16 @@ impl Pool {
         if st.queue.len() <= awake_idle {
             return Action::Nothing;
         }
-        if let Some(t) = st.sleepers.pop() {
-            return Action::Wake(t);
+        if !st.sleepers.is_empty() {
+            // With an idle worker awake (spinning, or finishing a task's callbacks), that
+            // worker takes a task and wakes the next sleeper itself if it leaves work
+            // behind (`chain_wake`): the submitting thread pays for no wake-up, and a
+            // burst does not make every submit wake a worker that finds one task and
+            // sleeps again. With none awake, wake one here.
+            if awake_idle > 0 {
+                return Action::Nothing;
+            }
+            return Action::Wake(st.sleepers.pop().expect("not empty"));
         }
         if st.workers < self.max_workers {
             st.workers += 1;
@@ -361,8 +380,14 @@ impl Pool {
             let mut st = lock(&self.state);
             st.idle += 1;
             let next = self.pop_batch(&mut st, local);
+            let mut wake = None;
             if next.is_some() {
                 st.idle -= 1;
+                wake = self.chain_wake(&mut st);
+            }
+            drop(st);
+            if let Some(t) = wake {
+                t.unpark();
             }
             next
         })
@@ -589,7 +614,11 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
         };
         st.idle -= 1;
         spun = false;
+        let wake = pool.chain_wake(&mut st);
         drop(st);
+        if let Some(t) = wake {
+            t.unpark();
+        }
         match &pool.runner {
             Runner::Process(shared) => {
                 shared.drive(&pool, job, &mut || pool.take_more(&local), &mut || {

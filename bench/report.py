@@ -1,0 +1,330 @@
+"""Turns the RESULT/NA/FAIL lines of one bench/run.sh run into the tables (stdout and
+bench/results/latest.md) and the plot (bench/results/latest.png, with gnuplot).
+Standard library only. Exits 1 if any implementation failed a correctness check."""
+
+import argparse
+import datetime
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+IMPLS = ["cfutures", "asio", "glib", "tbb", "libuv", "rust-threadpool", "py-threads", "py-processes"]
+ANCHORS = IMPLS[1:]
+TITLES = {
+    "cfutures": "cfutures",
+    "asio": "Boost.Asio",
+    "glib": "GLib",
+    "tbb": "oneTBB",
+    "libuv": "libuv",
+    "rust-threadpool": "Rust threadpool",
+    "py-threads": "CPython threads",
+    "py-processes": "CPython processes",
+}
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB"]
+DESCR = {
+    "W1": "burst: submit N no-ops, keep futures, collect",
+    "W2": "ping-pong: submit one, wait, N times",
+    "W3": "map x*x over N inputs, in order (chunk {chunk})",
+    "W4": "as-completed: N tasks spinning (i%7)x200 ns",
+    "W5": "N tasks + one done callback each",
+    "W6": "4 submitter threads x N/4, own results",
+    "W7": "RSS per pending future (N queued, 1 worker gated)",
+    "W8": "CPU of an idle 32-worker pool over {secs} s",
+    "P1-submit": "process pool: N x 100 B submit_bytes + result_bytes",
+    "P1-map1": "process pool: map_bytes N x 100 B, chunksize 1",
+    "P1-map100": "process pool: map_bytes N x 100 B, chunksize 100",
+    "P1-1MiB": "process pool: N x 1 MiB in and out (MiB/s each way)",
+}
+HIGHER_IS_BETTER = {"tasks/s": True, "items/s": True, "MiB/s": True,
+                    "us/roundtrip": False, "bytes/future": False, "ms-cpu": False}
+UNIT_LABEL = {"tasks/s": "tasks/s", "items/s": "items/s", "MiB/s": "MiB/s",
+              "us/roundtrip": "µs/round trip", "bytes/future": "bytes/future", "ms-cpu": "ms CPU"}
+
+ANCHOR_NOTES = """\
+- **Boost.Asio**: `boost::asio::thread_pool`, one `std::packaged_task` posted per task and its `std::future` kept (W1, W2, W6, W7). W3: one packaged_task per chunk of the same chunksize writing into the output vector, futures awaited in order. W4: **n/a**, `std::future` has no completion-order wait. W5: no future callbacks in Asio; its idiom is a completion handler the posted function invokes, here inline on the worker.
+- **GLib**: `GThreadPool` (exclusive, `max_threads` = pool size). No futures: each task pushes its result to a `GAsyncQueue` the submitter pops (W1, W2, W4 in completion order, W6 one queue per submitter); W3 one task per chunk writing into the output array; W5 the task's last statement increments the counter (no callback API); W7 counts GLib's own queue node per pending item.
+- **oneTBB**: `task_group` (W1, W2, W4, W5, W6, W7) and `parallel_for` over a `blocked_range` with grainsize = chunksize and the default partitioner (W3), in a `task_arena` of pool-size slots; the waiting thread runs tasks too (work stealing). No per-task futures, results go into an array, and no completion order (W4 is the same tasks without ordering): **the ceiling**, not a like-for-like comparison. W2 in particular mostly measures the waiting thread running the task itself. W7: an arena of 2 slots (main + 1 worker) whose worker is gated, tasks waiting in the main thread's deque. W8: an arena of 32 worker slots fed with `enqueue`.
+- **libuv**: `uv_queue_work` on libuv's thread pool (`UV_THREADPOOL_SIZE` = pool size) with the after-work callback on the loop (the main thread inside `uv_run`) collecting each result. W4: after-work callbacks arrive in completion order. W5: the after-work callback is the done callback. W6: one loop per submitter thread, sharing libuv's (global) pool. W7 counts the `uv_work_t` each pending task needs.
+- **Rust threadpool**: the `threadpool` crate (1.8) with std `mpsc` channels: each job sends its result on its submitter's channel (W1, W2, W4 in completion order, W6 one channel per submitter); W3 one job per chunk sending its `Vec`, reassembled in input order; W5 the job's last statement increments an atomic (no callback API); W7 counts the boxed job and its `Sender` clone.
+- **CPython threads**: `concurrent.futures.ThreadPoolExecutor(pool size)` of the `python3` on PATH: `submit`/`result`, `map(chunksize=...)` (which ThreadPoolExecutor accepts but ignores: one future per item), `as_completed`, `add_done_callback`. Fewer repetitions in full mode (each run takes up to ~30 s).
+- **CPython processes**: `ProcessPoolExecutor(pool size)` (fork on Linux), `bytes` in and out (`bytes.translate`, +1 per byte), `submit`/`result` and `map(chunksize=1 or 100)`.
+- **cfutures**: a thread pool of pool-size workers (`cf_submit`, `cf_future_result`, `cf_map_new`, `cf_as_completed_*`, `cf_future_add_done_callback`); P1 a process pool of pool-size workers with byte tasks (`cf_submit_bytes` + `cf_future_result_bytes`, `cf_map_bytes_new` + `cf_map_next_bytes`). W7 counts the `cf_future *` array the caller keeps, as for every anchor its own handles.
+"""
+
+
+def parse(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            m = re.match(r"^(RESULT|NA|FAIL|NOTBUILT) (.*)$", line)
+            if not m:
+                continue
+            kind, rest = m.groups()
+            rep = None
+            mr = re.search(r" rep=(\d+)$", rest)
+            if mr:
+                rep = int(mr.group(1))
+                rest = rest[: mr.start()]
+            d = {"kind": kind, "rep": rep}
+            if "reason=" in rest:
+                i = rest.index("reason=")
+                d["reason"] = rest[i + len("reason="):]
+                rest = rest[:i]
+            for kv in rest.split():
+                if "=" in kv:
+                    k, v = kv.split("=", 1)
+                    d[k] = v
+            rows.append(d)
+    return rows
+
+
+def human(v, unit):
+    if v is None:
+        return "—"
+    if unit in ("tasks/s", "items/s"):
+        for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(v) >= div:
+                return f"{v / div:.3g}{suf}"
+        return f"{v:.3g}"
+    if unit == "ms-cpu":
+        return f"{v:.3f}"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--png", required=True)
+    ap.add_argument("--mode", default="full")
+    ap.add_argument("--reps", default="?")
+    ap.add_argument("--py-reps", default="?")
+    ap.add_argument("--nproc", default=str(os.cpu_count()))
+    ap.add_argument("--threads", default="?")
+    ap.add_argument("--chunk", default="1000")
+    ap.add_argument("--cpu", default="?")
+    ap.add_argument("--rev", default="?")
+    ap.add_argument("--load", default="?")
+    ap.add_argument("--elapsed", default="?")
+    a = ap.parse_args()
+
+    rows = parse(a.raw)
+    values = {}   # (w, impl) -> [values]
+    units = {}    # w -> unit
+    ns = {}       # w -> n
+    na = {}       # (w, impl) -> reason
+    fails = {}    # (w, impl) -> [reasons]
+    not_built = {}
+    for r in rows:
+        if r["kind"] == "NOTBUILT":
+            not_built[r["impl"]] = r.get("reason", "not built")
+            continue
+        key = (r.get("workload"), r.get("impl"))
+        if r["kind"] == "RESULT":
+            values.setdefault(key, []).append(float(r["value"]))
+            units.setdefault(key[0], r["unit"])
+            ns.setdefault(key[0], r.get("n"))
+        elif r["kind"] == "NA":
+            na[key] = r.get("reason", "n/a")
+        elif r["kind"] == "FAIL":
+            fails.setdefault(key, []).append(r.get("reason", "failed"))
+
+    workloads = [w for w in WORKLOADS if any(k[0] == w for k in list(values) + list(na) + list(fails))]
+    impls = [i for i in IMPLS if any(k[1] == i for k in list(values) + list(na) + list(fails)) or i in not_built]
+    anchors = [i for i in impls if i != "cfutures"]
+    med = {k: statistics.median(v) for k, v in values.items()}
+
+    def cell(w, impl):
+        k = (w, impl)
+        if k in fails:
+            return "FAIL"
+        if k in med:
+            v = values[k]
+            s = human(med[k], units[w])
+            if len(v) > 1 and med[k] > 0 and units[w] != "ms-cpu":
+                spread = (max(v) - min(v)) / 2 / med[k] * 100
+                s += f" ±{spread:.0f}%"
+            return s
+        if k in na:
+            return "n/a"
+        if impl in not_built:
+            return "not built"
+        return ""
+
+    idle_marks = False
+
+    def ratio(w, anchor):
+        nonlocal idle_marks
+        c, x = (w, "cfutures"), (w, anchor)
+        if x in fails or c in fails:
+            return "FAIL", None
+        if x not in med:
+            if x in na:
+                return "n/a", None
+            if anchor in not_built:
+                return "not built", None
+            return "", None
+        if c not in med:
+            return "—", None
+        cv, av = med[c], med[x]
+        unit = units[w]
+        if unit == "ms-cpu" and cv < 1.0 and av < 1.0:
+            idle_marks = True
+            r = (av / cv) if cv > 0 else float("inf")
+            return (f"{r:.2f}†" if r != float("inf") else "∞†"), (r if r != float("inf") else None)
+        if HIGHER_IS_BETTER[unit]:
+            r = cv / av if av > 0 else float("inf")
+        else:
+            r = av / cv if cv > 0 else float("inf")
+        if r == float("inf"):
+            return "∞", None
+        return (f"{r:.3g}" if r < 0.1 else f"{r:.2f}" if r < 100 else f"{r:.0f}"), r
+
+    secs = ns.get("W8", "?")
+    lines = []
+    P = lines.append
+    P(f"# cfutures benchmark results ({a.mode} mode)")
+    P("")
+    P(f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S %Z').strip()}")
+    P(f"- machine: `nproc` = {a.nproc}, CPU: {a.cpu}; load average at start -> end: {a.load}")
+    P(f"- cfutures: commit {a.rev}, built with `cargo build --release`")
+    P(f"- pool size {a.threads} (= nproc) unless stated; W3 chunksize {a.chunk}; W8: 32 workers, {secs} s")
+    P(f"- repetitions: {a.reps} per implementation, interleaved (order rotated each repetition); "
+      f"CPython anchors: {a.py_reps}. Values are medians; ±x% is half the min-max range over repetitions.")
+    P(f"- wall time of the whole run: {a.elapsed} s")
+    P("")
+    P("## Medians")
+    P("")
+    hdr = ["workload", "N", "unit"] + [TITLES[i] for i in impls]
+    P("| " + " | ".join(hdr) + " |")
+    P("|" + "|".join(["---"] * 3 + ["--:"] * len(impls)) + "|")
+    for w in workloads:
+        u = units.get(w, "")
+        d = DESCR[w].format(chunk=a.chunk, secs=secs)
+        P("| " + " | ".join([f"**{w}** {d}", str(ns.get(w, "")), UNIT_LABEL.get(u, u)] +
+                            [cell(w, i) for i in impls]) + " |")
+    P("")
+    P("## Ratios: cfutures ÷ anchor, oriented so that > 1 means cfutures is faster (or uses less memory / CPU)")
+    P("")
+    P("For throughputs (tasks/s, items/s, MiB/s) the ratio is cfutures' median ÷ the anchor's; for costs "
+      "(µs per round trip, bytes per future, CPU ms) it is the anchor's ÷ cfutures', so that in every row "
+      "> 1 favours cfutures and < 1 favours the anchor.")
+    P("")
+    P("| " + " | ".join(["workload"] + [TITLES[i] for i in anchors]) + " |")
+    P("|" + "|".join(["---"] + ["--:"] * len(anchors)) + "|")
+    plot_rows = []
+    for w in workloads:
+        cells, nums = [], []
+        for x in anchors:
+            s, r = ratio(w, x)
+            cells.append(s)
+            nums.append(r)
+        P("| " + " | ".join([w] + cells) + " |")
+        plot_rows.append((w, nums))
+    P("")
+    if idle_marks:
+        P("† both used under 1 ms of CPU in the whole idle interval: both are idle, the ratio is noise.")
+        P("")
+    if ("W1", "cfutures") in med and ("W6", "cfutures") in med:
+        P(f"**cfutures W6/W1** (4 submitters vs 1, tasks/s): {med[('W6', 'cfutures')] / med[('W1', 'cfutures')]:.2f}")
+        P("")
+    if fails:
+        P("## Failures")
+        P("")
+        for (w, i), rs in sorted(fails.items()):
+            P(f"- {w} / {i}: {'; '.join(sorted(set(rs)))}")
+        P("")
+    if not_built:
+        P("## Not built")
+        P("")
+        for i, why in sorted(not_built.items()):
+            P(f"- {TITLES.get(i, i)}: {why}")
+        P("")
+    if na:
+        P("## n/a")
+        P("")
+        for (w, i), why in sorted(na.items()):
+            if w in workloads and not (why.startswith("no process pool")):
+                P(f"- {w} / {TITLES.get(i, i)}: {why}")
+        P("- P1 (process pools): only CPython's ProcessPoolExecutor is an anchor; the thread-pool libraries have none.")
+        P("")
+    P("## Notes per implementation")
+    P("")
+    P(ANCHOR_NOTES)
+    P(f"Plot: `latest.png` (ratio per workload and anchor, log scale; bars above 1 favour cfutures).")
+    text = "\n".join(lines) + "\n"
+    with open(a.out, "w") as f:
+        f.write(text)
+    print(text)
+
+    # ---- plot
+    dat = os.path.splitext(a.png)[0] + "-ratios.dat"
+    with open(dat, "w") as f:
+        f.write("workload " + " ".join(f'"{TITLES[x]}"' for x in anchors) + "\n")
+        for w, nums in plot_rows:
+            f.write(f'"{w}" ' + " ".join("?" if (r is None or r <= 0 or r == float("inf")) else f"{r:.6g}" for r in nums) + "\n")
+    ok_plot = False
+    finite = [r for _, nums in plot_rows for r in nums if r and r != float("inf")]
+    lo = min([0.1] + finite) / 2
+    hi = max([10.0] + finite) * 2
+    if shutil.which("gnuplot"):
+        ncol = len(anchors)
+        script = f"""
+set terminal pngcairo size 1400,700 font ",11" noenhanced
+set output "{a.png}"
+set title "cfutures vs anchors: ratio of medians ({a.mode} mode, nproc={a.nproc}); > 1 means cfutures is faster / leaner"
+set datafile missing "?"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set logscale y 10
+set yrange [{lo:g}:{hi:g}]
+set ylabel "cfutures ÷ anchor (log scale)"
+set grid ytics
+set key outside right top vertical
+set xtics rotate by -30
+set arrow from graph 0, first 1 to graph 1, first 1 nohead lw 2 dt 2 lc rgb "black" front
+plot for [i=2:{ncol + 1}] "{dat}" using i:xtic(1) title columnheader(i)
+"""
+        try:
+            subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
+            ok_plot = True
+        except subprocess.CalledProcessError as e:
+            print(f"[bench] gnuplot failed: {e.stderr}", file=sys.stderr)
+    if not ok_plot:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(14, 7))
+            width = 0.8 / max(1, len(anchors))
+            for j, x in enumerate(anchors):
+                xs = [i + j * width for i in range(len(plot_rows))]
+                ys = [r[1][j] if r[1][j] and r[1][j] != float("inf") else 0 for r in plot_rows]
+                ax.bar(xs, ys, width, label=TITLES[x])
+            ax.set_yscale("log")
+            ax.set_ylim(lo, hi)
+            ax.axhline(1, color="black", ls="--")
+            ax.set_xticks([i + 0.4 for i in range(len(plot_rows))], [r[0] for r in plot_rows], rotation=30)
+            ax.set_ylabel("cfutures ÷ anchor (log)")
+            ax.legend()
+            fig.savefig(a.png, dpi=100, bbox_inches="tight")
+            ok_plot = True
+        except Exception as e:  # noqa: BLE001
+            print(f"[bench] no plot: neither gnuplot nor matplotlib worked ({e})", file=sys.stderr)
+    if ok_plot:
+        print(f"[bench] plot: {a.png}", file=sys.stderr)
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# cfutures benchmark suite: builds and runs every workload on cfutures and on the
+# anchors (Boost.Asio, GLib, oneTBB, libuv, Rust threadpool, CPython), then prints
+# medians and ratios and writes bench/results/latest.{md,png}. See bench/README.md.
+#
+#   bash bench/run.sh            full run: 5 repetitions (CPython anchors: 3)
+#   bash bench/run.sh --quick    CI: N / 100, 2 repetitions, W8 over 2 s
+#
+# Options: --reps K (repetitions of every implementation), --py-reps K (of the CPython
+# anchors; default 3 in full mode, as each of their runs takes up to ~30 s),
+# --only W1,W3,P1-map1 (a subset of workloads), --no-install (do not apt-get).
+#
+# Exits 0 when every build that could be made ran and passed its correctness checks,
+# whatever the timings; non-zero if cfutures cannot be built or any check failed.
+set -uo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+BUILD="$BENCH_DIR/build"
+RESULTS="$BENCH_DIR/results"
+
+QUICK=0
+REPS=""
+PY_REPS=""
+ONLY=""
+INSTALL=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --reps) REPS="$2"; shift ;;
+        --py-reps) PY_REPS="$2"; shift ;;
+        --only) ONLY="$2"; shift ;;
+        --no-install) INSTALL=0 ;;
+        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) echo "unknown option: $1" >&2; exit 64 ;;
+    esac
+    shift
+done
+
+log() { echo "[bench] $*" >&2; }
+START_TS=$(date +%s)
+
+if [ "$QUICK" = 1 ]; then
+    MODE=quick
+    : "${REPS:=2}"
+    : "${PY_REPS:=$REPS}"
+    TIMEOUT=60
+else
+    MODE=full
+    : "${REPS:=5}"
+    : "${PY_REPS:=3}"
+    TIMEOUT=300
+fi
+
+# Workloads and their N: full, quick. W8's N is seconds of idling.
+WORKLOADS=(W1 W2 W3 W4 W5 W6 W7 W8 P1-submit P1-map1 P1-map100 P1-1MiB)
+declare -A N_FULL=([W1]=1000000 [W2]=100000 [W3]=1000000 [W4]=100000 [W5]=1000000
+                   [W6]=1000000 [W7]=1000000 [W8]=10 [P1-submit]=10000 [P1-map1]=10000
+                   [P1-map100]=10000 [P1-1MiB]=64)
+declare -A N_QUICK=([W1]=10000 [W2]=1000 [W3]=10000 [W4]=1000 [W5]=10000
+                    [W6]=10000 [W7]=10000 [W8]=2 [P1-submit]=1000 [P1-map1]=1000
+                    [P1-map100]=1000 [P1-1MiB]=8)
+THREAD_IMPLS=(cfutures asio glib tbb libuv rust-threadpool py-threads)
+PROCESS_IMPLS=(cfutures py-processes)
+
+if [ -n "$ONLY" ]; then
+    IFS=, read -r -a WORKLOADS <<< "$ONLY"
+fi
+
+NPROC=$(nproc)
+export BENCH_THREADS="${BENCH_THREADS:-$NPROC}"
+export BENCH_CHUNK="${BENCH_CHUNK:-1000}"
+export BENCH_IDLE_WORKERS="${BENCH_IDLE_WORKERS:-32}"
+
+# ---------------------------------------------------------------- dependencies
+if [ "$INSTALL" = 1 ]; then
+    bash "$BENCH_DIR/install_deps.sh"
+fi
+PYTHON="$(command -v python3 || true)"
+if [ -z "$PYTHON" ]; then
+    log "python3 not found on PATH: the CPython anchors and the report need it"
+    exit 1
+fi
+
+# ---------------------------------------------------------------- builds
+mkdir -p "$BUILD/lib" "$RESULTS"
+BUILD_LOG="$BUILD/build.log"
+: > "$BUILD_LOG"
+declare -A BIN NOT_BUILT
+
+log "building cfutures (cargo build --release)"
+if ! (cd "$ROOT" && cargo build --release) >> "$BUILD_LOG" 2>&1; then
+    log "cfutures failed to build; see $BUILD_LOG"
+    tail -30 "$BUILD_LOG" >&2
+    exit 1
+fi
+# Run against a private copy of the library, so that a rebuild of target/release
+# during the run (another cargo build in this tree) cannot change what is measured.
+cp -f "$ROOT/target/release/libcfutures.so" "$BUILD/lib/libcfutures.so"
+ln -sf libcfutures.so "$BUILD/lib/libcfutures.so.0"
+
+log "building the C/C++ programs (make -C bench, -O2)"
+for t in cf asio glib tbb uv; do
+    if ! make -C "$BENCH_DIR" -s "$t" CF_LIB="$BUILD/lib" >> "$BUILD_LOG" 2>&1; then
+        log "  $t: build failed (see $BUILD_LOG)"
+    fi
+done
+
+declare -A PROG=([cfutures]=bench_cf [asio]=bench_asio [glib]=bench_glib [tbb]=bench_tbb [libuv]=bench_uv)
+declare -A PKG=([asio]="libboost-dev" [glib]="libglib2.0-dev" [tbb]="libtbb-dev" [libuv]="libuv1-dev")
+for impl in "${!PROG[@]}"; do
+    if [ -x "$BUILD/${PROG[$impl]}" ]; then
+        BIN[$impl]="$BUILD/${PROG[$impl]}"
+    else
+        NOT_BUILT[$impl]="not built: ${PROG[$impl]} failed to compile (is ${PKG[$impl]:-the library} installed? see bench/build/build.log)"
+    fi
+done
+if [ -z "${BIN[cfutures]:-}" ]; then
+    log "bench_cf did not build; see $BUILD_LOG"
+    tail -30 "$BUILD_LOG" >&2
+    exit 1
+fi
+
+log "building the Rust anchor (bench/rust_anchor, threadpool crate)"
+if (cd "$BENCH_DIR/rust_anchor" && cargo build --release) >> "$BUILD_LOG" 2>&1 \
+        && [ -x "$BENCH_DIR/rust_anchor/target/release/bench_rust" ]; then
+    BIN[rust-threadpool]="$BENCH_DIR/rust_anchor/target/release/bench_rust"
+else
+    NOT_BUILT[rust-threadpool]="not built: cargo build of bench/rust_anchor failed (see bench/build/build.log)"
+fi
+BIN[py-threads]="$PYTHON $BENCH_DIR/src/bench_py.py"
+BIN[py-processes]="$PYTHON $BENCH_DIR/src/bench_py.py"
+
+# ---------------------------------------------------------------- runs
+RAW="$RESULTS/latest-raw.txt"
+: > "$RAW"
+for impl in "${!NOT_BUILT[@]}"; do
+    echo "NOTBUILT impl=$impl reason=${NOT_BUILT[$impl]}" >> "$RAW"
+done
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# Runs one implementation on one workload once; appends its lines to $RAW.
+run_one() {
+    local w="$1" impl="$2" n="$3" out rc
+    out=$(timeout "$TIMEOUT" ${BIN[$impl]} "$w" "$n" 2>"$BUILD/last-stderr-$impl.txt")
+    rc=$?
+    local lines
+    lines=$(printf '%s\n' "$out" | grep -E '^(RESULT|NA|FAIL) ' || true)
+    if [ "$rc" != 0 ] && ! printf '%s\n' "$lines" | grep -q '^FAIL '; then
+        local why="exit_status_$rc"
+        [ "$rc" = 124 ] && why="timed_out_after_${TIMEOUT}s"
+        lines="$lines"$'\n'"FAIL workload=$w impl=$impl reason=$why"
+    fi
+    if [ -z "$(printf '%s' "$lines" | tr -d '[:space:]')" ]; then
+        lines="FAIL workload=$w impl=$impl reason=no_output"
+    fi
+    printf '%s\n' "$lines" | sed '/^$/d' | sed "s/\$/ rep=$rep/" >> "$RAW"
+    if printf '%s\n' "$lines" | grep -q '^FAIL '; then
+        log "  FAIL $w $impl: $(printf '%s\n' "$lines" | grep '^FAIL ' | head -1)"
+        sed 's/^/      /' "$BUILD/last-stderr-$impl.txt" | tail -5 >&2
+    fi
+    printf '%s\n' "$lines" | grep '^RESULT ' | sed -E 's/.*impl=([^ ]+) value=([^ ]+) unit=([^ ]+).*/    \1: \2 \3/' >&2
+}
+
+for ((rep = 1; rep <= REPS; rep++)); do
+    log "repetition $rep/$REPS ($MODE)"
+    for w in "${WORKLOADS[@]}"; do
+        if [ "$MODE" = quick ]; then n=${N_QUICK[$w]:-}; else n=${N_FULL[$w]:-}; fi
+        if [ -z "$n" ]; then log "unknown workload $w"; exit 64; fi
+        case "$w" in P1-*) impls=("${PROCESS_IMPLS[@]}") ;; *) impls=("${THREAD_IMPLS[@]}") ;; esac
+        # rotate the order each repetition so no implementation always runs first
+        k=$(( (rep - 1) % ${#impls[@]} ))
+        order=("${impls[@]:k}" "${impls[@]:0:k}")
+        todo=()
+        for impl in "${order[@]}"; do
+            [ -n "${BIN[$impl]:-}" ] || continue
+            case "$impl" in py-*) [ "$rep" -le "$PY_REPS" ] || continue ;; esac
+            todo+=("$impl")
+        done
+        log " $w (N=$n): ${todo[*]}"
+        if [ "$w" = W8 ]; then
+            # Idle pools use (almost) no CPU, and each program measures only its own
+            # process (getrusage RUSAGE_SELF): run them side by side to save time.
+            pids=()
+            for impl in "${todo[@]}"; do
+                run_one "$w" "$impl" "$n" &
+                pids+=($!)
+            done
+            for p in "${pids[@]}"; do wait "$p"; done
+        else
+            for impl in "${todo[@]}"; do run_one "$w" "$impl" "$n"; done
+        fi
+    done
+done
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+ELAPSED=$(( $(date +%s) - START_TS ))
+
+# ---------------------------------------------------------------- report
+GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY=$(cd "$ROOT" && git status --porcelain -- src Cargo.toml 2>/dev/null | head -1)
+"$PYTHON" "$BENCH_DIR/report.py" \
+    --raw "$RAW" --out "$RESULTS/latest.md" --png "$RESULTS/latest.png" \
+    --mode "$MODE" --reps "$REPS" --py-reps "$PY_REPS" --nproc "$NPROC" \
+    --threads "$BENCH_THREADS" --chunk "$BENCH_CHUNK" \
+    --cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+    --rev "$GIT_REV${GIT_DIRTY:+ (src/ has uncommitted changes)}" \
+    --load "$LOAD_START -> $LOAD_END" --elapsed "$ELAPSED"
+REPORT_RC=$?
+
+log "done in ${ELAPSED}s: bench/results/latest.md, bench/results/latest.png"
+if [ "$REPORT_RC" != 0 ]; then
+    log "some implementation failed its checks or the report failed (see above)"
+    exit 1
+fi
+exit 0

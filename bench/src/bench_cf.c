@@ -1,0 +1,392 @@
+/* cfutures side of the benchmark suite: `bench_cf WORKLOAD N`. See bench/README.md. */
+#include <cfutures.h>
+
+#include <pthread.h>
+#include <semaphore.h>
+
+#include "common.h"
+
+#define OK(call)                                                                          \
+    do {                                                                                  \
+        cf_status s_ = (call);                                                            \
+        if (s_ != CF_OK) BENCH_FAIL("%s returned %s", #call, cf_status_name(s_));         \
+    } while (0)
+
+static void *noop(void *arg) { return arg; }
+static void *square(void *arg) {
+    uintptr_t x = (uintptr_t)arg;
+    return (void *)(x * x);
+}
+static void *w4_task(void *arg) { return (void *)(uintptr_t)w4_work((uintptr_t)arg); }
+
+static cf_executor *pool_of(size_t workers) {
+    cf_executor_options o;
+    memset(&o, 0, sizeof o);
+    o.max_workers = workers;
+    o.name_prefix = "bench";
+    cf_executor *ex;
+    OK(cf_thread_pool_new(&o, &ex));
+    return ex;
+}
+
+/* Starts the workers and touches the code paths before timing. */
+static void warm_up(cf_executor *ex, int tasks) {
+    cf_future *fs[256];
+    if (tasks > 256) tasks = 256;
+    for (int i = 0; i < tasks; i++) OK(cf_submit(ex, noop, (void *)(uintptr_t)i, &fs[i]));
+    for (int i = 0; i < tasks; i++) {
+        void *r;
+        OK(cf_future_result(fs[i], CF_FOREVER, &r));
+        cf_future_release(fs[i]);
+    }
+}
+
+/* W1: submit n no-ops keeping every future, then collect every result. */
+static void w1(long n) {
+    cf_executor *ex = pool_of(bench_threads());
+    warm_up(ex, 64);
+    cf_future **fs = malloc(n * sizeof *fs);
+    uint64_t sum = 0;
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) OK(cf_submit(ex, noop, (void *)(uintptr_t)i, &fs[i]));
+    for (long i = 0; i < n; i++) {
+        void *r;
+        OK(cf_future_result(fs[i], CF_FOREVER, &r));
+        sum += (uintptr_t)r;
+        cf_future_release(fs[i]);
+    }
+    double t = now_s() - t0;
+    CHECK_EQ_U64(sum, sum_upto(n));
+    cf_executor_free(ex);
+    free(fs);
+    bench_result(n / t, "tasks/s", n);
+}
+
+/* W2: n round trips of submit one no-op, block on its result. */
+static void w2(long n) {
+    cf_executor *ex = pool_of(bench_threads());
+    warm_up(ex, 16);
+    uint64_t sum = 0;
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) {
+        cf_future *f;
+        void *r;
+        OK(cf_submit(ex, noop, (void *)(uintptr_t)i, &f));
+        OK(cf_future_result(f, CF_FOREVER, &r));
+        sum += (uintptr_t)r;
+        cf_future_release(f);
+    }
+    double t = now_s() - t0;
+    CHECK_EQ_U64(sum, sum_upto(n));
+    cf_executor_free(ex);
+    bench_result(t / n * 1e6, "us/roundtrip", n);
+}
+
+/* W3: x*x over n inputs with cf_map_new, chunksize BENCH_CHUNK, results in order. */
+static void w3(long n) {
+    cf_executor *ex = pool_of(bench_threads());
+    warm_up(ex, 64);
+    void **args = malloc(n * sizeof *args);
+    for (long i = 0; i < n; i++) args[i] = (void *)(uintptr_t)i;
+    double t0 = now_s();
+    cf_map *m;
+    OK(cf_map_new(ex, square, args, n, bench_chunk(), CF_FOREVER, &m));
+    uint64_t sum = 0;
+    for (long i = 0; i < n; i++) {
+        void *r;
+        OK(cf_map_next(m, &r, NULL, NULL));
+        if ((uintptr_t)r != (uintptr_t)i * i) BENCH_FAIL("item %ld out of order", i);
+        sum += (uintptr_t)r;
+    }
+    void *r;
+    cf_status s = cf_map_next(m, &r, NULL, NULL);
+    cf_map_free(m);
+    double t = now_s() - t0;
+    CHECK(s == CF_END);
+    CHECK_EQ_U64(sum, sum_sq_upto(n));
+    cf_executor_free(ex);
+    free(args);
+    bench_result(n / t, "items/s", n);
+}
+
+/* W4: n spinning tasks, consumed in completion order with cf_as_completed. */
+static void w4(long n) {
+    cf_executor *ex = pool_of(bench_threads());
+    warm_up(ex, 64);
+    cf_future **fs = malloc(n * sizeof *fs);
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) OK(cf_submit(ex, w4_task, (void *)(uintptr_t)i, &fs[i]));
+    cf_as_completed *it;
+    OK(cf_as_completed_new(fs, n, CF_FOREVER, &it));
+    for (long i = 0; i < n; i++) cf_future_release(fs[i]); /* the iterator holds them */
+    uint64_t sum = 0;
+    long got = 0;
+    cf_future *f;
+    cf_status s;
+    while ((s = cf_as_completed_next(it, &f)) == CF_OK) {
+        void *r;
+        OK(cf_future_result(f, 0, &r));
+        sum += (uintptr_t)r;
+        got++;
+    }
+    cf_as_completed_free(it);
+    double t = now_s() - t0;
+    CHECK(s == CF_END);
+    CHECK_EQ_U64(got, n);
+    CHECK_EQ_U64(sum, sum_w4(n));
+    cf_executor_free(ex);
+    free(fs);
+    bench_result(n / t, "tasks/s", n);
+}
+
+/* W5: n tasks with one done callback each that increments a counter. */
+static BENCH_ATOMIC(long) w5_counter;
+static long w5_target;
+static sem_t w5_done;
+static void w5_cb(cf_future *f, void *u) {
+    (void)f;
+    (void)u;
+    if (bench_add(&w5_counter, 1) + 1 == w5_target) sem_post(&w5_done);
+}
+static void w5(long n) {
+    cf_executor *ex = pool_of(bench_threads());
+    warm_up(ex, 64);
+    sem_init(&w5_done, 0, 0);
+    w5_target = n;
+    bench_store(&w5_counter, 0);
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) {
+        cf_future *f;
+        OK(cf_submit(ex, noop, (void *)(uintptr_t)i, &f));
+        OK(cf_future_add_done_callback(f, w5_cb, NULL));
+        cf_future_release(f);
+    }
+    while (sem_wait(&w5_done) != 0) {
+    }
+    double t = now_s() - t0;
+    CHECK_EQ_U64(bench_load(&w5_counter), n);
+    cf_executor_free(ex);
+    bench_result(n / t, "tasks/s", n);
+}
+
+/* W6: four submitter threads, n/4 tasks each, each collecting its own results. */
+#define W6_THREADS 4
+typedef struct {
+    cf_executor *ex;
+    long n;
+    uint64_t sum;
+    pthread_barrier_t *start;
+} w6_arg;
+static void *w6_thread(void *p) {
+    w6_arg *a = p;
+    cf_future **fs = malloc(a->n * sizeof *fs);
+    pthread_barrier_wait(a->start);
+    for (long i = 0; i < a->n; i++) OK(cf_submit(a->ex, noop, (void *)(uintptr_t)i, &fs[i]));
+    for (long i = 0; i < a->n; i++) {
+        void *r;
+        OK(cf_future_result(fs[i], CF_FOREVER, &r));
+        a->sum += (uintptr_t)r;
+        cf_future_release(fs[i]);
+    }
+    free(fs);
+    return NULL;
+}
+static void w6(long n) {
+    cf_executor *ex = pool_of(bench_threads());
+    warm_up(ex, 64);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, W6_THREADS + 1);
+    w6_arg args[W6_THREADS];
+    pthread_t th[W6_THREADS];
+    for (int k = 0; k < W6_THREADS; k++) {
+        args[k] = (w6_arg){ex, n / W6_THREADS, 0, &start};
+        pthread_create(&th[k], NULL, w6_thread, &args[k]);
+    }
+    pthread_barrier_wait(&start);
+    double t0 = now_s();
+    for (int k = 0; k < W6_THREADS; k++) pthread_join(th[k], NULL);
+    double t = now_s() - t0;
+    for (int k = 0; k < W6_THREADS; k++) CHECK_EQ_U64(args[k].sum, sum_upto(n / W6_THREADS));
+    cf_executor_free(ex);
+    bench_result((double)(n / W6_THREADS * W6_THREADS) / t, "tasks/s", n);
+}
+
+/* W7: RSS per pending future, n queued behind a gate on a pool of one worker. */
+static sem_t gate, gate_started;
+static void *gate_task(void *arg) {
+    sem_post(&gate_started);
+    while (sem_wait(&gate) != 0) {
+    }
+    return arg;
+}
+static void w7(long n) {
+    cf_executor *ex = pool_of(1);
+    warm_up(ex, 4);
+    sem_init(&gate, 0, 0);
+    sem_init(&gate_started, 0, 0);
+    cf_future *g;
+    OK(cf_submit(ex, gate_task, NULL, &g));
+    while (sem_wait(&gate_started) != 0) {
+    }
+    long rss0 = rss_bytes();
+    cf_future **fs = malloc(n * sizeof *fs);
+    for (long i = 0; i < n; i++) OK(cf_submit(ex, noop, NULL, &fs[i]));
+    long rss1 = rss_bytes();
+    long pending = 0;
+    for (long i = 0; i < n; i++) pending += cf_future_state(fs[i]) == CF_STATE_PENDING;
+    CHECK_EQ_U64(pending, n);
+    sem_post(&gate);
+    long done = 0;
+    for (long i = 0; i < n; i++) {
+        OK(cf_future_wait(fs[i], CF_FOREVER));
+        done += cf_future_done(fs[i]);
+        cf_future_release(fs[i]);
+    }
+    cf_future_release(g);
+    CHECK_EQ_U64(done, n);
+    cf_executor_free(ex);
+    free(fs);
+    bench_result((double)(rss1 - rss0) / n, "bytes/future", n);
+}
+
+/* W8: CPU used by an idle pool of 32 workers over N seconds. */
+static rendezvous_t rv;
+static void *rendezvous_task(void *arg) {
+    return rendezvous_wait(&rv) ? arg : cf_raise(1, "rendezvous timed out");
+}
+static void w8(long seconds) {
+    int workers = bench_idle_workers();
+    cf_executor *ex = pool_of(workers);
+    rendezvous_init(&rv, workers, 20.0);
+    cf_future *fs[1024];
+    for (int i = 0; i < workers; i++) OK(cf_submit(ex, rendezvous_task, NULL, &fs[i]));
+    for (int i = 0; i < workers; i++) {
+        void *r;
+        OK(cf_future_result(fs[i], CF_FOREVER, &r));
+        cf_future_release(fs[i]);
+    }
+    CHECK_EQ_U64(cf_executor_worker_count(ex), workers);
+    double ms = idle_cpu_ms((double)seconds);
+    CHECK_EQ_U64(cf_executor_worker_count(ex), workers);
+    cf_executor_free(ex);
+    bench_result(ms, "ms-cpu", seconds);
+}
+
+/* P1: process pool, byte tasks. */
+static void *p1_inc(const void *in, size_t len, size_t *out_len) {
+    unsigned char *out = malloc(len ? len : 1);
+    bytes_inc(in, out, len);
+    *out_len = len;
+    return out;
+}
+
+static cf_executor *process_pool(void) {
+    cf_executor_options o;
+    memset(&o, 0, sizeof o);
+    o.max_workers = bench_threads();
+    o.name_prefix = "benchproc";
+    cf_executor *ex;
+    OK(cf_process_pool_new(&o, &ex));
+    /* warm up: start every worker process */
+    unsigned char buf[100];
+    fill_input(buf, sizeof buf, 1);
+    cf_future *fs[64];
+    int k = 4 * bench_threads();
+    if (k > 64) k = 64;
+    for (int i = 0; i < k; i++) OK(cf_submit_bytes(ex, p1_inc, buf, sizeof buf, &fs[i]));
+    for (int i = 0; i < k; i++) {
+        cf_bytes b;
+        OK(cf_future_result_bytes(fs[i], CF_FOREVER, &b));
+        CHECK(b.len == sizeof buf && check_output(b.data, b.len, 1));
+        cf_future_release(fs[i]);
+    }
+    return ex;
+}
+
+/* n tasks of `size` bytes in and out with cf_submit_bytes + cf_future_result_bytes;
+ * returns seconds. */
+static double p1_submit(cf_executor *ex, long n, size_t size) {
+    unsigned char *in = malloc(n * size);
+    for (long i = 0; i < n; i++) fill_input(in + i * size, size, i);
+    cf_future **fs = malloc(n * sizeof *fs);
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) OK(cf_submit_bytes(ex, p1_inc, in + i * size, size, &fs[i]));
+    for (long i = 0; i < n; i++) {
+        cf_bytes b;
+        OK(cf_future_result_bytes(fs[i], CF_FOREVER, &b));
+        if (b.len != size || !check_output(b.data, size, i)) BENCH_FAIL("bad output %ld", i);
+        cf_future_release(fs[i]);
+    }
+    double t = now_s() - t0;
+    free(fs);
+    free(in);
+    return t;
+}
+
+static double p1_map(cf_executor *ex, long n, size_t size, size_t chunk) {
+    unsigned char *in = malloc(n * size);
+    cf_bytes *inputs = malloc(n * sizeof *inputs);
+    for (long i = 0; i < n; i++) {
+        fill_input(in + i * size, size, i);
+        inputs[i] = (cf_bytes){in + i * size, size};
+    }
+    double t0 = now_s();
+    cf_map *m;
+    OK(cf_map_bytes_new(ex, p1_inc, inputs, n, chunk, CF_FOREVER, &m));
+    for (long i = 0; i < n; i++) {
+        cf_bytes b;
+        OK(cf_map_next_bytes(m, &b, NULL, NULL));
+        if (b.len != size || !check_output(b.data, size, i)) BENCH_FAIL("bad output %ld", i);
+    }
+    cf_bytes b;
+    cf_status s = cf_map_next_bytes(m, &b, NULL, NULL);
+    cf_map_free(m);
+    double t = now_s() - t0;
+    CHECK(s == CF_END);
+    free(inputs);
+    free(in);
+    return t;
+}
+
+static void p1(const char *which, long n) {
+    cf_executor *ex = process_pool();
+    if (!strcmp(which, "P1-submit")) {
+        double t = p1_submit(ex, n, 100);
+        bench_result(n / t, "tasks/s", n);
+    } else if (!strcmp(which, "P1-map1")) {
+        double t = p1_map(ex, n, 100, 1);
+        bench_result(n / t, "tasks/s", n);
+    } else if (!strcmp(which, "P1-map100")) {
+        double t = p1_map(ex, n, 100, 100);
+        bench_result(n / t, "tasks/s", n);
+    } else if (!strcmp(which, "P1-1MiB")) {
+        double t = p1_submit(ex, n, 1 << 20);
+        bench_result((double)n / t, "MiB/s", n); /* n MiB each way in t seconds */
+    } else {
+        BENCH_FAIL("unknown workload %s", which);
+    }
+    cf_executor_free(ex);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s WORKLOAD N\n", argv[0]);
+        return 64;
+    }
+    bench_impl = "cfutures";
+    bench_workload = argv[1];
+    long n = strtol(argv[2], NULL, 10);
+    CHECK(strcmp(cf_version(), CF_VERSION) == 0);
+    const char *w = argv[1];
+    if (!strcmp(w, "W1")) w1(n);
+    else if (!strcmp(w, "W2")) w2(n);
+    else if (!strcmp(w, "W3")) w3(n);
+    else if (!strcmp(w, "W4")) w4(n);
+    else if (!strcmp(w, "W5")) w5(n);
+    else if (!strcmp(w, "W6")) w6(n);
+    else if (!strcmp(w, "W7")) w7(n);
+    else if (!strcmp(w, "W8")) w8(n);
+    else if (!strncmp(w, "P1-", 3)) p1(w, n);
+    else BENCH_FAIL("unknown workload %s", w);
+    return 0;
+}
