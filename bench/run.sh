@@ -17,7 +17,7 @@ set -uo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 BUILD="$BENCH_DIR/build"
-RESULTS="$BENCH_DIR/results"
+RESULTS="${CF_BENCH_RESULTS:-$BENCH_DIR/results}"  # CI points this elsewhere
 
 QUICK=0
 REPS=""
