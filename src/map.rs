@@ -86,16 +86,10 @@ pub unsafe extern "C" fn cf_map_new(
             return CF_INVALID_ARGUMENT;
         }
         let args = if n == 0 {
-            Vec::new()
+            &[][..]
         } else {
-            // SAFETY: non-NULL with `n` readable entries (contract).
-            let args = unsafe { std::slice::from_raw_parts(args, n) };
-            let mut copy = Vec::new();
-            if copy.try_reserve_exact(n).is_err() {
-                return CF_NO_MEMORY;
-            }
-            copy.extend_from_slice(args);
-            copy
+            // SAFETY: non-NULL with `n` readable entries (contract); read during this call.
+            unsafe { std::slice::from_raw_parts(args, n) }
         };
         start(ex, Items::Calls(f, args), chunksize, timeout, out)
     }
@@ -198,6 +192,21 @@ pub unsafe extern "C" fn cf_map_next(
 ) -> cf_status {
     ffi_boundary! {
         try_nonnull!(result);
+        // SAFETY: `m` is NULL or a live map used by this thread only (contract).
+        if let Some(v) = unsafe { m.as_mut() }.and_then(|m| m.inner.next_fast()) {
+            // SAFETY: `result` is non-NULL and writable; `code` and `message` are each
+            // NULL or writable (contract).
+            unsafe {
+                *result = v;
+                if let Some(code) = code.as_mut() {
+                    *code = 0;
+                }
+                if let Some(message) = message.as_mut() {
+                    *message = std::ptr::null();
+                }
+            }
+            return CF_OK;
+        }
         let (value, _) = try_status!(next_item(m, false, code, message));
         // SAFETY: non-NULL and writable (contract).
         unsafe { *result = value };

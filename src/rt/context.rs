@@ -49,7 +49,7 @@ pub(crate) fn call_task<R>(f: impl FnOnce() -> R) -> Result<R, UserError> {
 /// Runs `f` on each item in one task context, stopping at the first item that calls
 /// `cf_raise` or unwinds; returns that error. An item that raised has still returned
 /// (its value was pushed by `f`); an item that unwound has not.
-pub(crate) fn call_each<T>(items: &[T], mut f: impl FnMut(&T)) -> Option<UserError> {
+pub(crate) fn call_each<T>(items: &mut [T], mut f: impl FnMut(&mut T)) -> Option<UserError> {
     let mut slot: Option<Raised> = None;
     let slot_ptr: *mut Option<Raised> = &mut slot;
     let prev = CURRENT.with(|c| c.replace(slot_ptr));

@@ -15,9 +15,20 @@ use crate::{
 use std::ffi::{c_char, c_int, c_void};
 
 /// The items of a map, before they are cut into chunks.
-pub(crate) enum Items {
-    Calls(TaskFn, Vec<*mut c_void>),
+pub(crate) enum Items<'a> {
+    /// Pointer-value items, borrowed from the caller for the call: each chunk copies its
+    /// own slice (one copy in all; the chunk's results are then written over it).
+    Calls(TaskFn, &'a [*mut c_void]),
+    /// Byte items, already copied.
     Bytes(BytesFn, Vec<Box<[u8]>>),
+}
+
+/// A fallible copy of `items`: `None` when there is no memory for it.
+fn try_copy(items: &[*mut c_void]) -> Option<Box<[*mut c_void]>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(items.len()).ok()?;
+    v.extend_from_slice(items);
+    Some(v.into_boxed_slice())
 }
 
 /// One item as `cf_map_next` reports it. Pointers are owned by the map: byte results and
@@ -54,7 +65,7 @@ impl MapIter {
     /// Submits every chunk. If a submit is refused, what was submitted is cancelled.
     pub(crate) fn start(
         pool: &Arc<Pool>,
-        items: Items,
+        items: Items<'_>,
         chunksize: usize,
         deadline: Deadline,
     ) -> Result<MapIter, SubmitError> {
@@ -65,18 +76,29 @@ impl MapIter {
             Items::Bytes(_, v) => (v.len(), true),
         };
         let tasks: Vec<super::task::Task> = match items {
-            Items::Calls(f, args) if chunksize == 1 => args
-                .into_iter()
-                .map(|a| super::task::Task::Call(f, a))
-                .collect(),
+            Items::Calls(f, args) if chunksize == 1 => {
+                let mut tasks = Vec::new();
+                tasks
+                    .try_reserve_exact(n)
+                    .map_err(|_| SubmitError::NoMemory)?;
+                tasks.extend(args.iter().map(|&a| super::task::Task::Call(f, a)));
+                tasks
+            }
             Items::Bytes(f, inputs) if chunksize == 1 => inputs
                 .into_iter()
                 .map(|i| super::task::Task::Bytes(f, i))
                 .collect(),
-            Items::Calls(f, args) => args
-                .chunks(chunksize)
-                .map(|c| super::task::Task::Chunk(Box::new(Chunk::Calls(f, c.into()))))
-                .collect(),
+            Items::Calls(f, args) => {
+                let mut tasks = Vec::new();
+                tasks
+                    .try_reserve_exact(n.div_ceil(chunksize))
+                    .map_err(|_| SubmitError::NoMemory)?;
+                for c in args.chunks(chunksize) {
+                    let copy = try_copy(c).ok_or(SubmitError::NoMemory)?;
+                    tasks.push(super::task::Task::Chunk(Box::new(Chunk::Calls(f, copy))));
+                }
+                tasks
+            }
             Items::Bytes(f, inputs) => {
                 let mut tasks = Vec::with_capacity(n.div_ceil(chunksize));
                 let mut it = inputs.into_iter();
@@ -127,6 +149,21 @@ impl MapIter {
         self.ended = true;
         for c in self.chunks.iter().flatten() {
             c.cancel();
+        }
+    }
+
+    /// The next item's value when it is on the fast path (the rest of a chunk of values
+    /// already waited for): an array index, no wait, no status to build.
+    #[inline(always)]
+    pub(crate) fn next_fast(&mut self) -> Option<*mut c_void> {
+        if self.pos < self.cur_len {
+            // SAFETY: as in `next`.
+            let v = unsafe { *self.cur.add(self.pos) };
+            self.pos += 1;
+            self.next += 1;
+            Some(v)
+        } else {
+            None
         }
     }
 
@@ -245,15 +282,21 @@ mod tests {
         )
     }
 
-    fn items(n: usize) -> Items {
-        Items::Calls(square, (0..n).map(|i| i as *mut c_void).collect())
+    fn args(n: usize) -> Vec<*mut c_void> {
+        (0..n).map(|i| i as *mut c_void).collect()
     }
 
     #[test]
     fn results_in_order_for_every_chunksize() {
         let p = pool();
         for chunksize in [0, 1, 3, 7, 100, 1000] {
-            let mut m = MapIter::start(&p, items(100), chunksize, Deadline::FOREVER).unwrap();
+            let mut m = MapIter::start(
+                &p,
+                Items::Calls(square, &args(100)),
+                chunksize,
+                Deadline::FOREVER,
+            )
+            .unwrap();
             // Real batching: one future per chunk.
             assert_eq!(m.chunks.len(), 100usize.div_ceil(chunksize.max(1)));
             for i in 0..100 {
@@ -272,7 +315,7 @@ mod tests {
         let p = pool();
         let mut args: Vec<*mut c_void> = (0..50).map(|i| i as *mut c_void).collect();
         args[20] = 7777 as *mut c_void;
-        let mut m = MapIter::start(&p, Items::Calls(square, args), 8, Deadline::FOREVER).unwrap();
+        let mut m = MapIter::start(&p, Items::Calls(square, &args), 8, Deadline::FOREVER).unwrap();
         for _ in 0..20 {
             assert!(matches!(m.next(), Item::Ok(..)));
         }

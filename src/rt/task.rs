@@ -145,28 +145,36 @@ impl Task {
             Task::Call(f, arg) => run_call(f, arg),
             Task::Bytes(f, input) => run_bytes(f, &input),
             Task::Chunk(chunk) => {
-                let mut out = Vec::with_capacity(chunk.len());
+                let mut out = Vec::new();
                 match *chunk {
-                    Chunk::Calls(f, args) => {
+                    Chunk::Calls(f, mut slots) => {
                         // One task context for the whole chunk: the per-item cost is the
-                        // call itself and one check of whether it raised.
-                        let mut values = Vec::with_capacity(args.len());
-                        let failed = call_each(&args, |&arg| {
+                        // call itself and one check of whether it raised. Each result is
+                        // written over its argument, so the chunk's copy of its inputs
+                        // becomes its array of values: no allocation for the results.
+                        let mut done = 0;
+                        let failed = call_each(&mut slots, |slot| {
                             // SAFETY: as for `run_call`.
-                            values.push(unsafe { f(arg) });
+                            *slot = unsafe { f(*slot) };
+                            done += 1;
                         });
                         let failure = failed.map(|e| {
                             if matches!(e, UserError::Raised(_)) {
-                                values.pop(); // the failed item's return value, ignored
+                                done -= 1; // the failed item's return value, ignored
                             }
                             Failure::from_user(e)
                         });
-                        return Outcome::Values(Box::new(Values {
-                            values: values.into_boxed_slice(),
-                            failure,
-                        }));
+                        let values = if done == slots.len() {
+                            slots
+                        } else {
+                            let mut v = Vec::from(slots);
+                            v.truncate(done);
+                            v.into_boxed_slice()
+                        };
+                        return Outcome::Values(Box::new(Values { values, failure }));
                     }
                     Chunk::Bytes(f, inputs) => {
+                        out.reserve_exact(inputs.len());
                         for input in inputs.iter() {
                             out.push(run_bytes(f, input));
                             if matches!(out.last(), Some(Outcome::Failed(_))) {
@@ -177,16 +185,6 @@ impl Task {
                 }
                 Outcome::Chunk(out.into_boxed_slice())
             }
-        }
-    }
-}
-
-impl Chunk {
-    /// How many items the chunk holds.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Chunk::Calls(_, a) => a.len(),
-            Chunk::Bytes(_, a) => a.len(),
         }
     }
 }
