@@ -254,10 +254,9 @@ pub unsafe extern "C" fn cf_future_add_done_callback(
         let Some(callback) = r#fn else { return CF_INVALID_ARGUMENT };
         // SAFETY: `f` is NULL or a live handle.
         let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
-        if !core.reserve_listener() {
+        if !core.add_callback(callback, userdata) {
             return CF_NO_MEMORY;
         }
-        core.add_callback(callback, userdata);
         CF_OK
     }
 }

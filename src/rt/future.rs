@@ -18,12 +18,15 @@
 //!   Readers load the state with Acquire and read the slot only once they see FINISHED.
 //! - `cancel` (PENDING → CANCELLED) never touches the slot; a queued task whose future was
 //!   cancelled is simply dropped when a worker fails to `start` it.
-//! - Listeners are added under the `listeners` lock, which also sets `LISTENERS` with a
-//!   `fetch_or` that returns the phase: a done phase means "run it yourself now". A
-//!   completer that sees `LISTENERS` in the word it replaced takes the lock and drains the
-//!   list. Because the registrant holds the lock across its `fetch_or` and push, and the
-//!   completer takes the lock only after its own atomic step, every listener is either
-//!   drained by the completer or run by the registrant: exactly once, never lost.
+//! - Listeners are a singly linked list (one small node each) whose head pointer is
+//!   guarded by the `listeners` lock. A registrant takes the lock, then sets `LISTENERS`
+//!   with a `fetch_or` that returns the phase: a done phase means "run it yourself now".
+//!   A completer that sees `LISTENERS` in the word it replaced takes the lock and drains
+//!   the list. Because the registrant holds the lock across its `fetch_or` and link, and
+//!   the completer takes the lock only after its own atomic step, every listener is
+//!   either drained by the completer or run by the registrant: exactly once, never lost.
+//!   (A list head rather than a `Vec` keeps a future at 56 bytes, and a callback costs a
+//!   32-byte node instead of a 96-byte vector.)
 //! - A completion with no listener takes no lock: one CAS and one `fetch_add`.
 //!
 //! # Memory ordering
@@ -90,10 +93,44 @@ enum Slot {
     Done(Outcome),
 }
 
+/// One registered listener; the list is newest first.
+struct Node {
+    listener: Listener,
+    next: *mut Node,
+}
+
+/// A node on the heap, or the listener back when there is no memory for it.
+fn try_node(listener: Listener) -> Result<*mut Node, Listener> {
+    let layout = std::alloc::Layout::new::<Node>();
+    // SAFETY: `Node` is not zero-sized.
+    let p = unsafe { std::alloc::alloc(layout) }.cast::<Node>();
+    if p.is_null() {
+        return Err(listener);
+    }
+    // SAFETY: freshly allocated for a `Node`; `free_node` gives it back as a `Box`.
+    unsafe {
+        p.write(Node {
+            listener,
+            next: std::ptr::null_mut(),
+        })
+    };
+    Ok(p)
+}
+
+/// Takes a node back (from `try_node`) and returns its listener.
+///
+/// # Safety
+/// `p` came from `try_node` and is no longer linked anywhere.
+unsafe fn free_node(p: *mut Node) -> Listener {
+    // SAFETY: allocated with the global allocator and `Node`'s layout, as a `Box` is.
+    unsafe { Box::from_raw(p) }.listener
+}
+
 /// The shared state of one future. Handles to it are `Arc<Core>`.
 pub(crate) struct Core {
     state: AtomicU32,
-    listeners: Mutex<Vec<Listener>>,
+    /// The newest listener.
+    listeners: Mutex<*mut Node>,
     slot: UnsafeCell<Slot>,
 }
 
@@ -103,6 +140,22 @@ pub(crate) struct Core {
 unsafe impl Send for Core {}
 // SAFETY: as above; every shared access is through the atomic state or the mutex.
 unsafe impl Sync for Core {}
+impl Drop for Core {
+    fn drop(&mut self) {
+        // Listeners of a future nobody completed (a promise released with callbacks
+        // registered): freed, not run.
+        let mut p = *lock(&self.listeners);
+        while !p.is_null() {
+            // SAFETY: `&mut self`: no other reference; every linked node came from
+            // `try_node` and is freed once, here.
+            let next = unsafe { (*p).next };
+            // SAFETY: as above.
+            drop(unsafe { free_node(p) });
+            p = next;
+        }
+    }
+}
+
 // SAFETY: listeners are moved to whichever thread completes the future; their pointers
 // are opaque C values that the contract lets us hand to any thread.
 unsafe impl Send for Listener {}
@@ -111,7 +164,7 @@ impl Core {
     fn with_slot(slot: Slot) -> Arc<Core> {
         Arc::new(Core {
             state: AtomicU32::new(PENDING),
-            listeners: Mutex::new(Vec::new()),
+            listeners: Mutex::new(std::ptr::null_mut()),
             slot: UnsafeCell::new(slot),
         })
     }
@@ -272,10 +325,25 @@ impl Core {
         true
     }
 
+    /// Unlinks the whole list and returns its listeners, oldest first.
+    fn take_listeners(&self) -> Vec<Listener> {
+        let mut p = mem::replace(&mut *lock(&self.listeners), std::ptr::null_mut());
+        let mut out = Vec::new();
+        while !p.is_null() {
+            // SAFETY: every node in the list came from `try_node`; it is unlinked now.
+            let next = unsafe { (*p).next };
+            // SAFETY: as above.
+            out.push(unsafe { free_node(p) });
+            p = next;
+        }
+        out.reverse();
+        out
+    }
+
     /// Drains the listeners of a done future: wakes blocked threads and multi-waits
     /// first, then runs callbacks in registration order, outside any lock.
     fn fire(&self) {
-        let listeners = mem::take(&mut *lock(&self.listeners));
+        let listeners = self.take_listeners();
         for l in &listeners {
             match l {
                 Listener::Unpark(t) => t.unpark(),
@@ -299,21 +367,30 @@ impl Core {
 
     /// Registers a listener. `Err` gives it back when the future is already done.
     pub(crate) fn add_listener(&self, l: Listener) -> Result<(), Listener> {
-        let mut list = lock(&self.listeners);
-        // AcqRel: see the module comment (a done phase lets the caller read the outcome).
-        let prev = self.state.fetch_or(LISTENERS, Ordering::AcqRel);
-        match prev & PHASE {
-            FINISHED | CANCELLED => Err(l),
-            _ => {
-                list.push(l);
-                Ok(())
-            }
+        match try_node(l) {
+            Ok(node) => self.link(node),
+            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<Node>()),
         }
     }
 
-    /// Makes room for one more listener; `false` when memory runs out.
-    pub(crate) fn reserve_listener(&self) -> bool {
-        lock(&self.listeners).try_reserve(1).is_ok()
+    /// Links `node` unless the future is done; `Err` gives its listener back then.
+    fn link(&self, node: *mut Node) -> Result<(), Listener> {
+        let mut head = lock(&self.listeners);
+        // AcqRel: see the module comment (a done phase lets the caller read the outcome).
+        let prev = self.state.fetch_or(LISTENERS, Ordering::AcqRel);
+        match prev & PHASE {
+            FINISHED | CANCELLED => {
+                drop(head);
+                // SAFETY: never linked.
+                Err(unsafe { free_node(node) })
+            }
+            _ => {
+                // SAFETY: `node` is ours until linked; the lock guards the list.
+                unsafe { (*node).next = *head };
+                *head = node;
+                Ok(())
+            }
+        }
     }
 
     /// Removes the multi-wait registration `(set, index)`, if it is still registered.
@@ -330,20 +407,39 @@ impl Core {
 
     /// Removes the first listener that `matches`, if it is still registered.
     pub(crate) fn remove_listener(&self, matches: impl Fn(&Listener) -> bool) {
-        let mut list = lock(&self.listeners);
-        if let Some(i) = list.iter().position(matches) {
-            list.remove(i);
+        let mut head = lock(&self.listeners);
+        let mut found = std::ptr::null_mut();
+        let mut link: *mut *mut Node = &mut *head;
+        // SAFETY: the lock is held; every linked node came from `try_node`.
+        unsafe {
+            while !(*link).is_null() {
+                let node = *link;
+                if matches(&(*node).listener) {
+                    *link = (*node).next;
+                    found = node;
+                    break;
+                }
+                link = &raw mut (*node).next;
+            }
+        }
+        drop(head);
+        if !found.is_null() {
+            // SAFETY: unlinked above; dropped outside the lock.
+            drop(unsafe { free_node(found) });
         }
     }
 
     /// Adds a done callback: run now on this thread if the future is done, else exactly
-    /// once by whoever finishes or cancels it.
-    pub(crate) fn add_callback(&self, f: CallbackFn, userdata: *mut c_void) {
-        if let Err(Listener::Callback(f, userdata)) =
-            self.add_listener(Listener::Callback(f, userdata))
-        {
+    /// once by whoever finishes or cancels it. `false` (and nothing registered or run)
+    /// when there is no memory to register it.
+    pub(crate) fn add_callback(&self, f: CallbackFn, userdata: *mut c_void) -> bool {
+        let Ok(node) = try_node(Listener::Callback(f, userdata)) else {
+            return false;
+        };
+        if let Err(Listener::Callback(f, userdata)) = self.link(node) {
             self.call(f, userdata);
         }
+        true
     }
 
     /// Blocks until done or `deadline`; true if done. On a pool worker the thread runs
@@ -384,7 +480,14 @@ impl Core {
 impl Core {
     /// Listeners still registered (the loom models check that none is left behind).
     pub(crate) fn listener_count(&self) -> usize {
-        lock(&self.listeners).len()
+        let head = lock(&self.listeners);
+        let (mut n, mut p) = (0, *head);
+        while !p.is_null() {
+            n += 1;
+            // SAFETY: the lock is held; linked nodes are live.
+            p = unsafe { (*p).next };
+        }
+        n
     }
 }
 
@@ -405,11 +508,11 @@ mod tests {
         assert_eq!(f.set_running(), Ok(()));
         assert_eq!(f.set_running(), Err(Phase::Running));
         assert!(!f.cancel());
-        f.add_callback(count, std::ptr::without_provenance_mut(1));
+        assert!(f.add_callback(count, std::ptr::without_provenance_mut(1)));
         assert!(f.finish(Outcome::Value(7 as *mut c_void)).is_ok());
         assert!(f.finish(Outcome::Value(8 as *mut c_void)).is_err());
         assert!(matches!(f.outcome(), Some(Outcome::Value(p)) if *p as usize == 7));
-        f.add_callback(count, std::ptr::without_provenance_mut(10));
+        assert!(f.add_callback(count, std::ptr::without_provenance_mut(10)));
         assert_eq!(CALLS.load(Ordering::SeqCst), 11);
     }
 
