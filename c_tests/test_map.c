@@ -228,6 +228,52 @@ static void test_map_big(void) {
     cf_executor_free(ex);
 }
 
+/* Maps whose copied inputs exceed 2 MiB (the library copies those into memory of their
+ * own, shared by the chunks, each writing its results over its range): every result in
+ * order, odd chunk sizes whose last chunk is short, and a failure in the middle of a
+ * chunk, after which the iterator ends and freeing the map releases the copy. */
+static void test_map_huge_inputs(void) {
+    enum { N = 300007, FAIL = 250501 };
+    cf_executor *ex = pool_new(3);
+    void **args = make_args(N);
+    size_t chunks[3] = {1000, 4093, 65536};
+    for (int c = 0; c < 3; c++) {
+        cfg_begin();
+        cf_map *m = NULL;
+        CHECK_OK(cf_map_new(ex, map_task, args, N, chunks[c], LONG_TIMEOUT, &m));
+        memset(args, 0xA5, N * sizeof *args); /* the map works on its own copy */
+        expect_all(m, N);
+        cf_map_free(m);
+        CHECK(atomic_load(&g_executed) == N);
+        for (size_t i = 0; i < N; i++) args[i] = U2P(i);
+        cfg_end();
+
+        cfg_begin();
+        g_fail_at = FAIL;
+        CHECK_OK(cf_map_new(ex, map_task, args, N, chunks[c], LONG_TIMEOUT, &m));
+        for (size_t i = 0; i < FAIL; i++) {
+            void *r = NULL;
+            cf_status st = cf_map_next(m, &r, NULL, NULL);
+            if (st != CF_OK || P2U(r) != expect(i))
+                fprintf(stderr, "chunksize %zu item %zu: %s\n", chunks[c], i, cf_status_name(st));
+            CHECK_OK(st);
+            CHECK(P2U(r) == expect(i));
+        }
+        int code = 0;
+        const char *msg = NULL;
+        void *r = (void *)&r;
+        CHECK_STATUS(cf_map_next(m, &r, &code, &msg), CF_TASK_FAILED);
+        CHECK(code == 100 + FAIL);
+        CHECK(msg != NULL && strcmp(msg, "item 250501 failed") == 0);
+        CHECK(r == (void *)&r);
+        CHECK_STATUS(cf_map_next(m, &r, NULL, NULL), CF_END);
+        cf_map_free(m);
+        cfg_end();
+    }
+    free(args);
+    cf_executor_free(ex);
+}
+
 /* ---- batching -------------------------------------------------------------------- */
 
 /* chunksize items per task: with one worker, the first item blocked and the map
@@ -755,6 +801,7 @@ static void test_map_bad_input(void) {
 int main(void) {
     TEST(test_map);
     TEST(test_map_chunksizes);
+    TEST(test_map_huge_inputs);
     TEST(test_map_reverse_completion);
     TEST(test_map_args_copied);
     TEST(test_map_empty);

@@ -5,7 +5,7 @@ use super::{
     future::Core,
     pool::{Pool, SubmitError},
     sync::Arc,
-    task::{BytesFn, Chunk, Outcome, TaskFn},
+    task::{ArgBuf, BytesFn, Chunk, Outcome, Slots, TaskFn},
     time::Deadline,
 };
 use crate::{
@@ -16,19 +16,11 @@ use std::ffi::{c_char, c_int, c_void};
 
 /// The items of a map, before they are cut into chunks.
 pub(crate) enum Items<'a> {
-    /// Pointer-value items, borrowed from the caller for the call: each chunk copies its
-    /// own slice (one copy in all; the chunk's results are then written over it).
+    /// Pointer-value items, borrowed from the caller for the call: copied once into an
+    /// `ArgBuf` whose ranges are the chunks (their results are then written over them).
     Calls(TaskFn, &'a [*mut c_void]),
     /// Byte items, already copied.
     Bytes(BytesFn, Vec<Box<[u8]>>),
-}
-
-/// A fallible copy of `items`: `None` when there is no memory for it.
-fn try_copy(items: &[*mut c_void]) -> Option<Box<[*mut c_void]>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(items.len()).ok()?;
-    v.extend_from_slice(items);
-    Some(v.into_boxed_slice())
 }
 
 /// One item as `cf_map_next` reports it. Pointers are owned by the map: byte results and
@@ -93,9 +85,10 @@ impl MapIter {
                 tasks
                     .try_reserve_exact(n.div_ceil(chunksize))
                     .map_err(|_| SubmitError::NoMemory)?;
-                for c in args.chunks(chunksize) {
-                    let copy = try_copy(c).ok_or(SubmitError::NoMemory)?;
-                    tasks.push(super::task::Task::Chunk(Box::new(Chunk::Calls(f, copy))));
+                let buf = ArgBuf::try_copy(args).ok_or(SubmitError::NoMemory)?;
+                for start in (0..n).step_by(chunksize) {
+                    let slots = Slots::shared(&buf, start, chunksize.min(n - start));
+                    tasks.push(super::task::Task::Chunk(Box::new(Chunk::Calls(f, slots))));
                 }
                 tasks
             }

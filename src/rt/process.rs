@@ -454,7 +454,7 @@ fn decode_outcome(r: &mut Reader<'_>, depth: u32) -> io::Result<Outcome> {
                 _ => return Err(malformed()),
             };
             Outcome::Values(Box::new(super::task::Values {
-                values: values.into_boxed_slice(),
+                values: values.into(),
                 failure,
             }))
         }

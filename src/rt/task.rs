@@ -1,9 +1,16 @@
 //! What a worker runs: a task function with its argument, a byte task with its copied
 //! input, or a chunk of map items; and the outcome it leaves in the future.
 
-use super::context::{UserError, call_each, call_task};
+use super::{
+    context::{UserError, call_each, call_task},
+    sync::Arc,
+};
 use crate::status::{CF_TASK_FAILED, cf_status};
-use std::ffi::{CString, c_int, c_void};
+use std::{
+    ffi::{CString, c_int, c_void},
+    ops::Deref,
+    ptr::NonNull,
+};
 
 /// `cf_fn`: a task taking and returning a pointer-sized value.
 pub(crate) type TaskFn = unsafe extern "C-unwind" fn(arg: *mut c_void) -> *mut c_void;
@@ -26,8 +33,8 @@ pub(crate) enum Task {
 
 /// The items of one map chunk.
 pub(crate) enum Chunk {
-    /// Pointer-value items.
-    Calls(TaskFn, Box<[*mut c_void]>),
+    /// Pointer-value items; their results are written over them.
+    Calls(TaskFn, Slots),
     /// Byte items.
     Bytes(BytesFn, Box<[Box<[u8]>]>),
 }
@@ -103,8 +110,162 @@ pub(crate) enum Outcome {
 /// See `Outcome::Values`.
 #[derive(Debug)]
 pub(crate) struct Values {
-    pub(crate) values: Box<[*mut c_void]>,
+    pub(crate) values: Slots,
     pub(crate) failure: Option<Box<Failure>>,
+}
+
+/// Inputs this large are copied into memory of their own, backed by huge pages where
+/// the kernel offers them: a map of a million items then costs a few page faults
+/// instead of two thousand.
+const HUGE_COPY: usize = 2 << 20;
+
+/// The copied inputs of a pointer map, shared by its chunks. Each chunk owns one range
+/// (`Slots::Shared`) and writes its results over it.
+#[derive(Debug)]
+pub(crate) struct ArgBuf {
+    ptr: NonNull<*mut c_void>,
+    len: usize,
+    mapped: bool,
+}
+
+// SAFETY: the buffer holds opaque C values the caller asked us to move between threads;
+// each range is written only by the one `Slots` that owns it, and read after the future
+// that owns that `Slots` is published.
+unsafe impl Send for ArgBuf {}
+// SAFETY: as above.
+unsafe impl Sync for ArgBuf {}
+
+impl ArgBuf {
+    /// A copy of `items`, or `None` when there is no memory for it.
+    pub(crate) fn try_copy(items: &[*mut c_void]) -> Option<Arc<ArgBuf>> {
+        let bytes = std::mem::size_of_val(items);
+        if bytes >= HUGE_COPY {
+            // SAFETY: a fresh private anonymous mapping; checked below.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    bytes,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            // SAFETY: our mapping; a refused hint changes nothing.
+            unsafe { libc::madvise(p, bytes, libc::MADV_HUGEPAGE) };
+            let ptr = NonNull::new(p.cast::<*mut c_void>())?;
+            // SAFETY: `bytes` writable bytes, not overlapping `items`.
+            unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), ptr.as_ptr(), items.len()) };
+            return Some(Arc::new(ArgBuf {
+                ptr,
+                len: items.len(),
+                mapped: true,
+            }));
+        }
+        let mut v = Vec::new();
+        v.try_reserve_exact(items.len()).ok()?;
+        v.extend_from_slice(items);
+        let b = Box::into_raw(v.into_boxed_slice());
+        Some(Arc::new(ArgBuf {
+            // SAFETY: from `Box::into_raw`, never NULL.
+            ptr: unsafe { NonNull::new_unchecked(b.cast::<*mut c_void>()) },
+            len: items.len(),
+            mapped: false,
+        }))
+    }
+}
+
+impl Drop for ArgBuf {
+    fn drop(&mut self) {
+        if self.mapped {
+            // SAFETY: the mapping made in `try_copy`, unmapped once.
+            unsafe {
+                libc::munmap(
+                    self.ptr.as_ptr().cast(),
+                    self.len * std::mem::size_of::<*mut c_void>(),
+                )
+            };
+        } else {
+            // SAFETY: the boxed slice made in `try_copy`, freed once.
+            drop(unsafe {
+                Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    self.ptr.as_ptr(),
+                    self.len,
+                ))
+            });
+        }
+    }
+}
+
+/// A chunk's items, then its values (written over them): its own array, or its range of
+/// a map's shared copy. Never cloned, so a range has exactly one owner.
+#[derive(Debug)]
+pub(crate) enum Slots {
+    Owned(Box<[*mut c_void]>),
+    Shared {
+        buf: Arc<ArgBuf>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl Slots {
+    /// The range `start..start + len` of `buf` (which must hold it).
+    pub(crate) fn shared(buf: &Arc<ArgBuf>, start: usize, len: usize) -> Slots {
+        assert!(start + len <= buf.len, "range outside the map's inputs");
+        Slots::Shared {
+            buf: Arc::clone(buf),
+            start,
+            len,
+        }
+    }
+
+    /// The items, for the one task that runs them and writes their values.
+    fn as_mut_slice(&mut self) -> &mut [*mut c_void] {
+        match self {
+            Slots::Owned(b) => b,
+            // SAFETY: in bounds (checked in `shared`), and this `Slots` is the only one
+            // with this range (never cloned), borrowed mutably here.
+            Slots::Shared { buf, start, len } => unsafe {
+                std::slice::from_raw_parts_mut(buf.ptr.as_ptr().add(*start), *len)
+            },
+        }
+    }
+
+    /// Keeps the first `n` values.
+    fn truncate(&mut self, n: usize) {
+        match self {
+            Slots::Owned(b) => {
+                let mut v = Vec::from(std::mem::take(b));
+                v.truncate(n);
+                *b = v.into_boxed_slice();
+            }
+            Slots::Shared { len, .. } => *len = (*len).min(n),
+        }
+    }
+}
+
+impl Deref for Slots {
+    type Target = [*mut c_void];
+    fn deref(&self) -> &[*mut c_void] {
+        match self {
+            Slots::Owned(b) => b,
+            // SAFETY: in bounds; writes to this range happen only through `as_mut_slice`
+            // on this same value, which a shared borrow excludes.
+            Slots::Shared { buf, start, len } => unsafe {
+                std::slice::from_raw_parts(buf.ptr.as_ptr().add(*start), *len)
+            },
+        }
+    }
+}
+
+impl From<Vec<*mut c_void>> for Slots {
+    fn from(v: Vec<*mut c_void>) -> Slots {
+        Slots::Owned(v.into_boxed_slice())
+    }
 }
 
 fn run_call(f: TaskFn, arg: *mut c_void) -> Outcome {
@@ -153,7 +314,7 @@ impl Task {
                         // written over its argument, so the chunk's copy of its inputs
                         // becomes its array of values: no allocation for the results.
                         let mut done = 0;
-                        let failed = call_each(&mut slots, |slot| {
+                        let failed = call_each(slots.as_mut_slice(), |slot| {
                             // SAFETY: as for `run_call`.
                             *slot = unsafe { f(*slot) };
                             done += 1;
@@ -164,14 +325,13 @@ impl Task {
                             }
                             Failure::from_user(e)
                         });
-                        let values = if done == slots.len() {
-                            slots
-                        } else {
-                            let mut v = Vec::from(slots);
-                            v.truncate(done);
-                            v.into_boxed_slice()
-                        };
-                        return Outcome::Values(Box::new(Values { values, failure }));
+                        if done < slots.len() {
+                            slots.truncate(done);
+                        }
+                        return Outcome::Values(Box::new(Values {
+                            values: slots,
+                            failure,
+                        }));
                     }
                     Chunk::Bytes(f, inputs) => {
                         out.reserve_exact(inputs.len());
