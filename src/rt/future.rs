@@ -25,8 +25,8 @@
 //!   the list. Because the registrant holds the lock across its `fetch_or` and link, and
 //!   the completer takes the lock only after its own atomic step, every listener is
 //!   either drained by the completer or run by the registrant: exactly once, never lost.
-//!   (A list head rather than a `Vec` keeps a future at 56 bytes, and a callback costs a
-//!   32-byte node instead of a 96-byte vector.)
+//!   (A one-word lock and a list head rather than a `Mutex<Vec>` keep a future at 48
+//!   bytes, and a callback costs a 32-byte node instead of a 96-byte vector.)
 //! - A completion with no listener takes no lock: one CAS and one `fetch_add`.
 //!
 //! # Memory ordering
@@ -41,7 +41,7 @@
 
 use super::{
     context,
-    sync::{Arc, AtomicU32, Mutex, Ordering, Thread, UnsafeCell, lock, thread},
+    sync::{Arc, AtomicU32, Ordering, RawLock, Thread, UnsafeCell, thread},
     task::{Outcome, Task},
     time::Deadline,
     waiter::{WaitSet, block_on},
@@ -129,8 +129,10 @@ unsafe fn free_node(p: *mut Node) -> Listener {
 /// The shared state of one future. Handles to it are `Arc<Core>`.
 pub(crate) struct Core {
     state: AtomicU32,
+    /// Guards `listeners`.
+    lock: RawLock,
     /// The newest listener.
-    listeners: Mutex<*mut Node>,
+    listeners: UnsafeCell<*mut Node>,
     slot: UnsafeCell<Slot>,
 }
 
@@ -144,7 +146,8 @@ impl Drop for Core {
     fn drop(&mut self) {
         // Listeners of a future nobody completed (a promise released with callbacks
         // registered): freed, not run.
-        let mut p = *lock(&self.listeners);
+        // SAFETY: `&mut self`: no other reference.
+        let mut p = self.listeners.with_mut(|h| unsafe { *h });
         while !p.is_null() {
             // SAFETY: `&mut self`: no other reference; every linked node came from
             // `try_node` and is freed once, here.
@@ -164,7 +167,8 @@ impl Core {
     fn with_slot(slot: Slot) -> Arc<Core> {
         Arc::new(Core {
             state: AtomicU32::new(PENDING),
-            listeners: Mutex::new(std::ptr::null_mut()),
+            lock: RawLock::new(),
+            listeners: UnsafeCell::new(std::ptr::null_mut()),
             slot: UnsafeCell::new(slot),
         })
     }
@@ -327,7 +331,12 @@ impl Core {
 
     /// Unlinks the whole list and returns its listeners, oldest first.
     fn take_listeners(&self) -> Vec<Listener> {
-        let mut p = mem::replace(&mut *lock(&self.listeners), std::ptr::null_mut());
+        let guard = self.lock.lock();
+        // SAFETY: the lock is held.
+        let mut p = self
+            .listeners
+            .with_mut(|h| unsafe { mem::replace(&mut *h, std::ptr::null_mut()) });
+        drop(guard);
         let mut out = Vec::new();
         while !p.is_null() {
             // SAFETY: every node in the list came from `try_node`; it is unlinked now.
@@ -375,19 +384,21 @@ impl Core {
 
     /// Links `node` unless the future is done; `Err` gives its listener back then.
     fn link(&self, node: *mut Node) -> Result<(), Listener> {
-        let mut head = lock(&self.listeners);
+        let guard = self.lock.lock();
         // AcqRel: see the module comment (a done phase lets the caller read the outcome).
         let prev = self.state.fetch_or(LISTENERS, Ordering::AcqRel);
         match prev & PHASE {
             FINISHED | CANCELLED => {
-                drop(head);
+                drop(guard);
                 // SAFETY: never linked.
                 Err(unsafe { free_node(node) })
             }
             _ => {
                 // SAFETY: `node` is ours until linked; the lock guards the list.
-                unsafe { (*node).next = *head };
-                *head = node;
+                self.listeners.with_mut(|h| unsafe {
+                    (*node).next = *h;
+                    *h = node;
+                });
                 Ok(())
             }
         }
@@ -407,22 +418,21 @@ impl Core {
 
     /// Removes the first listener that `matches`, if it is still registered.
     pub(crate) fn remove_listener(&self, matches: impl Fn(&Listener) -> bool) {
-        let mut head = lock(&self.listeners);
-        let mut found = std::ptr::null_mut();
-        let mut link: *mut *mut Node = &mut *head;
+        let guard = self.lock.lock();
         // SAFETY: the lock is held; every linked node came from `try_node`.
-        unsafe {
+        let found = self.listeners.with_mut(|h| unsafe {
+            let mut link: *mut *mut Node = h;
             while !(*link).is_null() {
                 let node = *link;
                 if matches(&(*node).listener) {
                     *link = (*node).next;
-                    found = node;
-                    break;
+                    return node;
                 }
                 link = &raw mut (*node).next;
             }
-        }
-        drop(head);
+            std::ptr::null_mut()
+        });
+        drop(guard);
         if !found.is_null() {
             // SAFETY: unlinked above; dropped outside the lock.
             drop(unsafe { free_node(found) });
@@ -480,13 +490,16 @@ impl Core {
 impl Core {
     /// Listeners still registered (the loom models check that none is left behind).
     pub(crate) fn listener_count(&self) -> usize {
-        let head = lock(&self.listeners);
-        let (mut n, mut p) = (0, *head);
-        while !p.is_null() {
-            n += 1;
-            // SAFETY: the lock is held; linked nodes are live.
-            p = unsafe { (*p).next };
-        }
+        let _guard = self.lock.lock();
+        let mut n = 0;
+        // SAFETY: the lock is held; linked nodes are live.
+        self.listeners.with(|h| unsafe {
+            let mut p = *h;
+            while !p.is_null() {
+                n += 1;
+                p = (*p).next;
+            }
+        });
         n
     }
 }
