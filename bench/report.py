@@ -23,11 +23,12 @@ TITLES = {
     "py-threads": "CPython threads",
     "py-processes": "CPython processes",
 }
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB"]
+WORKLOADS = ["W1", "W2", "W3", "W3-1", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB"]
 DESCR = {
     "W1": "burst: submit N no-ops, keep futures, collect",
     "W2": "ping-pong: submit one, wait, N times",
     "W3": "map x*x over N inputs, in order (chunk {chunk})",
+    "W3-1": "W3 for cfutures with cf_map_next, one result per call",
     "W4": "as-completed: N tasks spinning (i%7)x200 ns",
     "W5": "N tasks + one done callback each",
     "W6": "4 submitter threads x N/4, own results",
@@ -51,7 +52,7 @@ ANCHOR_NOTES = """\
 - **Rust threadpool**: the `threadpool` crate (1.8) with std `mpsc` channels: each job sends its result on its submitter's channel (W1, W2, W4 in completion order, W6 one channel per submitter); W3 one job per chunk sending its `Vec`, reassembled in input order; W5 the job's last statement increments an atomic (no callback API); W7 counts the boxed job and its `Sender` clone.
 - **CPython threads**: `concurrent.futures.ThreadPoolExecutor(pool size)` of the `python3` on PATH: `submit`/`result`, `map(chunksize=...)` (which ThreadPoolExecutor accepts but ignores: one future per item), `as_completed`, `add_done_callback`. Fewer repetitions in full mode (each run takes up to ~30 s).
 - **CPython processes**: `ProcessPoolExecutor(pool size)` (fork on Linux), `bytes` in and out (`bytes.translate`, +1 per byte), `submit`/`result` and `map(chunksize=1 or 100)`.
-- **cfutures**: a thread pool of pool-size workers (`cf_submit`, `cf_future_result`, `cf_map_new`, `cf_as_completed_*`, `cf_future_add_done_callback`); P1 a process pool of pool-size workers with byte tasks (`cf_submit_bytes` + `cf_future_result_bytes`, `cf_map_bytes_new` + `cf_map_next_bytes`). W7 counts the `cf_future *` array the caller keeps, as for every anchor its own handles.
+- **cfutures**: a thread pool of pool-size workers (`cf_submit`, `cf_future_result`, `cf_map_new` + `cf_map_next_n` (W3; `cf_map_next` in W3-1), `cf_as_completed_*`, `cf_future_add_done_callback`); P1 a process pool of pool-size workers with byte tasks (`cf_submit_bytes` + `cf_future_result_bytes`, `cf_map_bytes_new` + `cf_map_next_bytes`). W7 counts the `cf_future *` array the caller keeps, as for every anchor its own handles.
 """
 
 
@@ -253,6 +254,7 @@ def main():
             if w in workloads and not (why.startswith("no process pool")):
                 P(f"- {w} / {TITLES.get(i, i)}: {why}")
         P("- P1 (process pools): only CPython's ProcessPoolExecutor is an anchor; the thread-pool libraries have none.")
+        P("- W3-1: cfutures' W3 read one result per call (`cf_map_next`) instead of many (`cf_map_next_n`); the anchors' W3 row is the comparison.")
         P("")
     P("## Notes per implementation")
     P("")

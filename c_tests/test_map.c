@@ -234,10 +234,11 @@ static void test_map_big(void) {
  * chunk, after which the iterator ends and freeing the map releases the copy. */
 static void test_map_huge_inputs(void) {
     enum { N = 300007, FAIL = 250501 };
-    cf_executor *ex = pool_new(3);
     void **args = make_args(N);
     size_t chunks[3] = {1000, 4093, 65536};
     for (int c = 0; c < 3; c++) {
+        /* A pool per round: freeing it waits for chunks still running after a failure. */
+        cf_executor *ex = pool_new(3);
         cfg_begin();
         cf_map *m = NULL;
         CHECK_OK(cf_map_new(ex, map_task, args, N, chunks[c], LONG_TIMEOUT, &m));
@@ -268,8 +269,124 @@ static void test_map_huge_inputs(void) {
         CHECK(r == (void *)&r);
         CHECK_STATUS(cf_map_next(m, &r, NULL, NULL), CF_END);
         cf_map_free(m);
+        cf_executor_free(ex);
         cfg_end();
     }
+    free(args);
+}
+
+/* cf_map_next_n (an addition to the contract): the same results in the same order as
+ * cf_map_next, many per call; mixed freely with cf_map_next. */
+static void test_map_next_n(void) {
+    enum { N = 10007, MAX = 64 };
+    cf_executor *ex = pool_new(3);
+    void **args = make_args(N);
+    size_t chunks[4] = {1, 7, 1000, N};
+    void **out = malloc(MAX * sizeof *out);
+    CHECK(out != NULL);
+    for (int c = 0; c < 4; c++) {
+        cfg_begin();
+        g_vary = c == 1; /* chunks finishing out of order */
+        cf_map *m = NULL;
+        CHECK_OK(cf_map_new(ex, map_task, args, N, chunks[c], LONG_TIMEOUT, &m));
+        size_t got = 0, calls = 0;
+        while (got < N) {
+            size_t n = 12345;
+            int code = -1;
+            const char *msg = "x";
+            if (calls % 5 == 4) { /* now and then one item the ordinary way */
+                void *r = NULL;
+                CHECK_OK(cf_map_next(m, &r, NULL, NULL));
+                CHECK(P2U(r) == expect(got));
+                got++;
+                calls++;
+                continue;
+            }
+            cf_status st = cf_map_next_n(m, out, MAX, &n, &code, &msg);
+            if (st != CF_OK) fprintf(stderr, "chunksize %zu at %zu: %s\n", chunks[c], got, cf_status_name(st));
+            CHECK_OK(st);
+            CHECK(n >= 1 && n <= MAX && got + n <= N);
+            CHECK(code == 0 && msg == NULL);
+            for (size_t i = 0; i < n; i++) {
+                if (P2U(out[i]) != expect(got + i))
+                    fprintf(stderr, "chunksize %zu item %zu wrong\n", chunks[c], got + i);
+                CHECK(P2U(out[i]) == expect(got + i));
+            }
+            got += n;
+            calls++;
+        }
+        size_t n = 12345;
+        CHECK_STATUS(cf_map_next_n(m, out, MAX, &n, NULL, NULL), CF_END);
+        CHECK(n == 0);
+        cf_map_free(m);
+        cfg_end();
+    }
+
+    /* A failed item: the values before it, then its status with n_read 0, then CF_END. */
+    for (int c = 0; c < 4; c++) {
+        cf_executor *ex1 = pool_new(3); /* freed after the round: waits for what runs */
+        cfg_begin();
+        g_fail_at = 5003;
+        cf_map *m = NULL;
+        CHECK_OK(cf_map_new(ex1, map_task, args, N, chunks[c], LONG_TIMEOUT, &m));
+        size_t got = 0;
+        cf_status st;
+        size_t n = 0;
+        int code = 0;
+        const char *msg = NULL;
+        while ((st = cf_map_next_n(m, out, MAX, &n, &code, &msg)) == CF_OK) {
+            for (size_t i = 0; i < n; i++) CHECK(P2U(out[i]) == expect(got + i));
+            got += n;
+        }
+        CHECK_STATUS(st, CF_TASK_FAILED);
+        CHECK(got == 5003);
+        CHECK(n == 0);
+        CHECK(code == 100 + 5003);
+        CHECK(msg != NULL && strcmp(msg, "item 5003 failed") == 0);
+        CHECK_STATUS(cf_map_next_n(m, out, MAX, &n, NULL, NULL), CF_END);
+        cf_map_free(m);
+        cf_executor_free(ex1);
+        cfg_end();
+    }
+
+    /* It waits only for the next item: with item 2 blocked, the first calls give items
+     * 0 and 1 (never more), then CF_TIMEOUT when the map's time is up. */
+    cfg_begin();
+    g_block_from = 2;
+    g_block_to = 3;
+    cf_map *m = NULL;
+    CHECK_OK(cf_map_new(ex, map_task, args, 5, 1, 0.3, &m));
+    size_t got = 0, n = 0;
+    cf_status st;
+    while ((st = cf_map_next_n(m, out, MAX, &n, NULL, NULL)) == CF_OK) {
+        for (size_t i = 0; i < n; i++) CHECK(P2U(out[i]) == expect(got + i));
+        got += n;
+        CHECK(got <= 2);
+    }
+    CHECK_STATUS(st, CF_TIMEOUT);
+    CHECK(got == 2 && n == 0);
+    gate_open(&g_gate);
+    cf_map_free(m);
+    cfg_end();
+
+    /* Bad input: nothing read, n_read untouched. */
+    cfg_begin();
+    CHECK_OK(cf_map_new(ex, map_task, args, 3, 0, LONG_TIMEOUT, &m));
+    n = 777;
+    CHECK_STATUS(cf_map_next_n(NULL, out, MAX, &n, NULL, NULL), CF_INVALID_ARGUMENT);
+    CHECK_STATUS(cf_map_next_n(m, NULL, MAX, &n, NULL, NULL), CF_INVALID_ARGUMENT);
+    CHECK_STATUS(cf_map_next_n(m, out, 0, &n, NULL, NULL), CF_INVALID_ARGUMENT);
+    CHECK_STATUS(cf_map_next_n(m, out, MAX, NULL, NULL, NULL), CF_INVALID_ARGUMENT);
+    CHECK(n == 777);
+    got = 0;
+    while (got < 3) {
+        CHECK_OK(cf_map_next_n(m, out, MAX, &n, NULL, NULL));
+        for (size_t i = 0; i < n; i++) CHECK(P2U(out[i]) == expect(got + i));
+        got += n;
+    }
+    cf_map_free(m);
+    cfg_end();
+    free(out);
     free(args);
     cf_executor_free(ex);
 }
@@ -802,6 +919,7 @@ int main(void) {
     TEST(test_map);
     TEST(test_map_chunksizes);
     TEST(test_map_huge_inputs);
+    TEST(test_map_next_n);
     TEST(test_map_reverse_completion);
     TEST(test_map_args_copied);
     TEST(test_map_empty);

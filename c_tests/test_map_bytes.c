@@ -111,6 +111,11 @@ static void test_map_bytes_order(void) {
         CHECK_STATUS(cf_map_next_bytes(m, &end, NULL, NULL), CF_END);
         CHECK(end.data == &s && end.len == 3);
         CHECK_STATUS(cf_map_next_bytes(m, &end, NULL, NULL), CF_END);
+        /* cf_map_next_n reads pointer maps only. */
+        void *vals[4];
+        size_t n_read = 5;
+        CHECK_STATUS(cf_map_next_n(m, vals, 4, &n_read, NULL, NULL), CF_INVALID_ARGUMENT);
+        CHECK(n_read == 5);
         /* Every earlier result is still valid until the map is freed. */
         for (size_t i = 0; i < N; i++) check_reversed(got[i], in.b[i]);
         cf_map_free(m);

@@ -668,6 +668,34 @@ cf_status cf_map_bytes_new(struct cf_executor *ex,
 cf_status cf_map_next(struct cf_map *m, void **result, int *code, const char **message);
 
 /**
+ * Gives up to `max` next results of `m` at once, in input order: `cf_map_next` for many
+ * items per call (an addition to the contract, for maps of many small items, where one
+ * call per item would cost more than the items themselves).
+ *
+ * Waits, as `cf_map_next` does, only for the next item; then copies that item's value
+ * to `results[0]` and the values of the items after it that are already done, up to
+ * `max` in all, and sets `*n_read` to how many. It stops early at an item that is not
+ * done yet or did not succeed; the next call reports that item.
+ *
+ * - `CF_OK`: `*n_read` (at least 1) values were written; `*code`/`*message` are set to
+ *   0/NULL.
+ * - `CF_TASK_FAILED`, `CF_BROKEN`, `CF_CANCELLED`, `CF_TIMEOUT`, `CF_END`: as
+ *   `cf_map_next` for the next item, with `*n_read` set to 0 and nothing written to
+ *   `results`.
+ * - `CF_INVALID_ARGUMENT`: `m`, `results` or `n_read` is NULL, `max` is 0, or `m` is a
+ *   byte map (read those with `cf_map_next_bytes`); nothing is read.
+ *
+ * `results` must have room for `max` values. `code` and `message` may be NULL. Use the
+ * map from one thread at a time.
+ */
+cf_status cf_map_next_n(struct cf_map *m,
+                        void **results,
+                        size_t max,
+                        size_t *n_read,
+                        int *code,
+                        const char **message);
+
+/**
  * Gives the next result of a byte map (`cf_map_bytes_new`), in input order.
  *
  * As `cf_map_next`; on `CF_OK`, `*result` lends out the task's buffer, owned by the map

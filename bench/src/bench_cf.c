@@ -82,21 +82,29 @@ static void w2(long n) {
     bench_result(t / n * 1e6, "us/roundtrip", n);
 }
 
-/* W3: x*x over n inputs with cf_map_new, chunksize BENCH_CHUNK, results in order. */
-static void w3(long n) {
+/* W3: x*x over n inputs with cf_map_new, chunksize BENCH_CHUNK, results in order, read
+ * many at a time with cf_map_next_n (one_by_one: with cf_map_next, workload W3-1). */
+static void w3_run(long n, bool one_by_one) {
     cf_executor *ex = pool_of(bench_threads());
     warm_up(ex, 64);
     void **args = malloc(n * sizeof *args);
+    enum { BATCH = 4096 };
+    void **batch = malloc(BATCH * sizeof *batch);
     for (long i = 0; i < n; i++) args[i] = (void *)(uintptr_t)i;
     double t0 = now_s();
     cf_map *m;
     OK(cf_map_new(ex, square, args, n, bench_chunk(), CF_FOREVER, &m));
     uint64_t sum = 0;
-    for (long i = 0; i < n; i++) {
-        void *r;
-        OK(cf_map_next(m, &r, NULL, NULL));
-        if ((uintptr_t)r != (uintptr_t)i * i) BENCH_FAIL("item %ld out of order", i);
-        sum += (uintptr_t)r;
+    long i = 0;
+    while (i < n) {
+        size_t got = 1;
+        if (one_by_one) OK(cf_map_next(m, &batch[0], NULL, NULL));
+        else OK(cf_map_next_n(m, batch, BATCH, &got, NULL, NULL));
+        for (size_t k = 0; k < got; k++, i++) {
+            uintptr_t r = (uintptr_t)batch[k];
+            if (r != (uintptr_t)i * i) BENCH_FAIL("item %ld out of order", i);
+            sum += r;
+        }
     }
     void *r;
     cf_status s = cf_map_next(m, &r, NULL, NULL);
@@ -105,9 +113,12 @@ static void w3(long n) {
     CHECK(s == CF_END);
     CHECK_EQ_U64(sum, sum_sq_upto(n));
     cf_executor_free(ex);
+    free(batch);
     free(args);
     bench_result(n / t, "items/s", n);
 }
+static void w3(long n) { w3_run(n, false); }
+static void w3_1(long n) { w3_run(n, true); }
 
 /* W4: n spinning tasks, consumed in completion order with cf_as_completed. */
 static void w4(long n) {
@@ -381,6 +392,7 @@ int main(int argc, char **argv) {
     if (!strcmp(w, "W1")) w1(n);
     else if (!strcmp(w, "W2")) w2(n);
     else if (!strcmp(w, "W3")) w3(n);
+    else if (!strcmp(w, "W3-1")) w3_1(n);
     else if (!strcmp(w, "W4")) w4(n);
     else if (!strcmp(w, "W5")) w5(n);
     else if (!strcmp(w, "W6")) w6(n);

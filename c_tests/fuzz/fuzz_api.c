@@ -1230,7 +1230,25 @@ static void op_map(state *s, reader *r) {
         void *v = (void *)(uintptr_t)0x2;
         cf_bytes bb = {NULL, 0};
         bool use_bytes = mi->bytes && (b & 2);
-        if (use_bytes)
+        if (!mi->bytes && (b & 0x80) && !(b & 2)) {
+            /* cf_map_next_n: many at once, the same items in the same order. */
+            void *vals[5];
+            size_t max = 1 + (size_t)k % 5, nr = 99;
+            st = cf_map_next_n(mi->m, vals, max, &nr, (b & 4) ? NULL : &code, (b & 8) ? NULL : &msg);
+            if (st == CF_OK) {
+                FZ_CHECK(nr >= 1 && nr <= max, "cf_map_next_n read %zu of at most %zu", nr, max);
+                for (size_t j = 0; j < nr; j++) {
+                    FZ_CHECK(mi->next < mi->n, "cf_map_next_n read past the end");
+                    size_t i = mi->next++;
+                    uintptr_t a = (uintptr_t)mi->args[i];
+                    FZ_CHECK(vals[j] == mi->args[i], "map item %zu gave %p, expected %p", i, vals[j],
+                             mi->args[i]);
+                    FZ_CHECK(!mi->failing || a % 7 != 3, "map item %zu should have failed", i);
+                }
+                continue;
+            }
+            FZ_CHECK(nr == 0, "cf_map_next_n: n_read %zu with %s", nr, cf_status_name(st));
+        } else if (use_bytes)
             st = cf_map_next_bytes(mi->m, &bb, (b & 4) ? NULL : &code, (b & 8) ? NULL : &msg);
         else if (!mi->bytes && (b & 2))
             st = cf_map_next_bytes(mi->m, &bb, &code, &msg);
@@ -1320,6 +1338,7 @@ static void op_nulls(state *s, reader *r) {
         break;
     case 11:
         FZ_STATUS_IN(cf_map_next(NULL, &v, &code, &msg), "map_next(NULL)", CF_INVALID_ARGUMENT);
+        FZ_STATUS_IN(cf_map_next_n(NULL, &v, 1, &(size_t){0}, NULL, NULL), "map_next_n(NULL)", CF_INVALID_ARGUMENT);
         FZ_STATUS_IN(cf_map_next_bytes(NULL, &bb, NULL, NULL), "map_next_bytes(NULL)", CF_INVALID_ARGUMENT);
         cf_map_free(NULL);
         break;

@@ -160,6 +160,60 @@ impl MapIter {
         }
     }
 
+    /// Copies into `out` the next values that are ready without waiting, in order: the
+    /// rest of the current chunk, then following chunks that are already done and did not
+    /// fail (their values in bulk, or one value for a chunk of one item). Stops at the
+    /// first item that is not done, or failed, or was cancelled: `next` reports that one.
+    /// Returns how many it copied.
+    pub(crate) fn take_ready(&mut self, out: &mut [*mut c_void]) -> usize {
+        let mut n = 0;
+        while n < out.len() {
+            let k = (self.cur_len - self.pos).min(out.len() - n);
+            if k > 0 {
+                // SAFETY: `cur` points at the values of chunk `self.chunk` (held in
+                // `self.chunks`), and `pos + k <= cur_len` is within them.
+                let src = unsafe { std::slice::from_raw_parts(self.cur.add(self.pos), k) };
+                out[n..n + k].copy_from_slice(src);
+                self.pos += k;
+                self.next += k;
+                n += k;
+                continue;
+            }
+            if self.cur_len > 0 {
+                // The current chunk is used up: let it go and move on.
+                self.chunks[self.chunk] = None;
+                self.chunk += 1;
+                self.offset = 0;
+                self.cur_len = 0;
+                self.pos = 0;
+            }
+            if self.ended || self.next == self.n || self.offset != 0 {
+                break;
+            }
+            let ci = self.chunk;
+            let Some(core) = self.chunks[ci].as_deref() else {
+                break;
+            };
+            let in_chunk = self.chunksize.min(self.n - ci * self.chunksize);
+            match core.outcome() {
+                Some(Outcome::Values(v)) if v.failure.is_none() && v.values.len() == in_chunk => {
+                    self.cur = v.values.as_ptr();
+                    self.cur_len = in_chunk;
+                    self.pos = 0;
+                }
+                Some(Outcome::Value(_)) if !self.keep_results => match self.next() {
+                    Item::Ok(v, _) => {
+                        out[n] = v;
+                        n += 1;
+                    }
+                    _ => unreachable!("a finished single value is an Ok item"),
+                },
+                _ => break,
+            }
+        }
+        n
+    }
+
     /// The next item's outcome, in input order.
     pub(crate) fn next(&mut self) -> Item {
         // Fast path: the rest of a chunk of values that has already been waited for.
