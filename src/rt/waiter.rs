@@ -75,10 +75,16 @@ impl WaitSet {
     }
 
     /// Called by a completing future: records `index` and wakes the waiting thread.
+    /// Only the completion that finds the list empty wakes it: with indices already
+    /// recorded, the waiter either has not looked yet (it looks under the lock before it
+    /// sleeps) or was already woken by the completion that recorded the first of them.
     pub(crate) fn notify(&self, index: usize) {
         let sleeper = {
             let mut g = lock(&self.inner);
             g.ready.push(index);
+            if g.ready.len() > 1 {
+                return;
+            }
             g.sleeper.clone()
         };
         if let Some(t) = sleeper {
