@@ -1,7 +1,7 @@
 //! Executors: thread pools, submitting tasks, shutdown.
 
 use crate::{
-    ffi::handle::{box_into_raw, box_take, future_into_raw},
+    ffi::handle::{box_take, future_into_raw, try_box_into_raw},
     future::{cf_fn, cf_future},
     rt::{
         pool::{Config, Pool, Runner},
@@ -110,9 +110,8 @@ pub unsafe extern "C" fn cf_thread_pool_new(
             }
             config.initializer = o.initializer.map(|f| (f, o.initarg));
         }
-        // SAFETY: `out` is non-NULL and writable (contract).
-        unsafe { *out = box_into_raw(cf_executor { pool: Pool::new(config, Runner::Local) }) };
-        CF_OK
+        let ex = cf_executor { pool: Pool::new(config, Runner::Local) };
+        put_executor(ex, out)
     }
 }
 
@@ -189,9 +188,23 @@ pub unsafe extern "C" fn cf_process_pool_new(
             Err(e) => return crate::rt::pool::SubmitError::Os(e).status(),
         };
         let pool = Pool::new(config, Runner::Process(shared));
-        // SAFETY: `out` is non-NULL and writable (contract).
-        unsafe { *out = box_into_raw(cf_executor { pool }) };
-        CF_OK
+        put_executor(cf_executor { pool }, out)
+    }
+}
+
+/// Hands a new executor to C through `out` (checked non-NULL); `CF_NO_MEMORY` (after
+/// shutting the executor down again) when its box cannot be made.
+fn put_executor(ex: cf_executor, out: *mut *mut cf_executor) -> cf_status {
+    match try_box_into_raw(ex) {
+        Ok(p) => {
+            // SAFETY: `out` is non-NULL and writable (contract).
+            unsafe { *out = p };
+            CF_OK
+        }
+        Err(ex) => {
+            let _ = ex.pool.shutdown(true, false);
+            CF_NO_MEMORY
+        }
     }
 }
 

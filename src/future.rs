@@ -5,7 +5,8 @@ use crate::{
     rt::{
         context,
         future::{Core, Phase},
-        task::{Failure, Outcome},
+        shared::{try_box, try_cstring},
+        task::{Failure, Message, Outcome},
         time::Deadline,
     },
     status::*,
@@ -188,6 +189,7 @@ pub unsafe extern "C" fn cf_future_result(
             Outcome::Value(v) => *v,
             Outcome::Bytes(b) => b.ptr,
             Outcome::Failed(e) => return e.status,
+            Outcome::Degraded(status, _) => return *status,
             Outcome::Chunk(_) | Outcome::Values(_) => std::ptr::null_mut(),
         };
         // SAFETY: `result` is non-NULL and points to writable storage (contract).
@@ -217,10 +219,7 @@ pub unsafe extern "C" fn cf_future_exception(
         // SAFETY: `f` is NULL or a live handle.
         let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
         let outcome = try_status!(settle(core, timeout));
-        let (status, c, m) = match outcome {
-            Outcome::Failed(e) => (e.status, e.code, failure_message(e)),
-            _ => (CF_OK, 0, std::ptr::null()),
-        };
+        let (status, c, m) = outcome.error().unwrap_or((CF_OK, 0, std::ptr::null()));
         // SAFETY: both are non-NULL and writable (contract).
         unsafe {
             *code = c;
@@ -232,7 +231,7 @@ pub unsafe extern "C" fn cf_future_exception(
 
 /// The message pointer of a failure (NULL if none), owned by the failure.
 pub(crate) fn failure_message(e: &Failure) -> *const c_char {
-    e.message.as_deref().map_or(std::ptr::null(), CStr::as_ptr)
+    e.message_ptr()
 }
 
 /// Adds a done callback to `f`: Python's `add_done_callback`.
@@ -254,11 +253,7 @@ pub unsafe extern "C" fn cf_future_add_done_callback(
         let Some(callback) = r#fn else { return CF_INVALID_ARGUMENT };
         // SAFETY: `f` is NULL or a live handle.
         let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
-        if !core.reserve_listener() {
-            return CF_NO_MEMORY;
-        }
-        core.add_callback(callback, userdata);
-        CF_OK
+        if core.add_callback(callback, userdata) { CF_OK } else { CF_NO_MEMORY }
     }
 }
 
@@ -299,8 +294,9 @@ pub unsafe extern "C" fn cf_future_release(f: *mut cf_future) {
 pub unsafe extern "C" fn cf_future_new(out: *mut *mut cf_future) -> cf_status {
     ffi_boundary! {
         try_nonnull!(out);
+        let Some(core) = Core::try_promise() else { return CF_NO_MEMORY };
         // SAFETY: `out` is non-NULL and writable (contract).
-        unsafe { *out = future_into_raw(Core::promise()) };
+        unsafe { *out = future_into_raw(core) };
         CF_OK
     }
 }
@@ -364,9 +360,12 @@ pub unsafe extern "C" fn cf_future_set_exception(
             None
         } else {
             // SAFETY: a non-NULL message is NUL-terminated (contract).
-            Some(unsafe { CStr::from_ptr(message) }.to_owned())
+            let bytes = unsafe { CStr::from_ptr(message) }.to_bytes();
+            let Some(copy) = try_cstring(bytes) else { return CF_NO_MEMORY };
+            Some(Message::Owned(copy))
         };
-        let failure = Box::new(Failure { status: CF_TASK_FAILED, code, message });
+        let failure = Failure { status: CF_TASK_FAILED, code, message };
+        let Ok(failure) = try_box(failure) else { return CF_NO_MEMORY };
         match core.finish(Outcome::Failed(failure)) {
             Ok(()) => CF_OK,
             Err(_) => CF_INVALID_STATE,
@@ -394,6 +393,7 @@ pub unsafe extern "C" fn cf_future_result_bytes(
         let bytes = match try_status!(settle(core, timeout)) {
             Outcome::Bytes(b) => crate::map::cf_bytes { data: b.ptr, len: b.len },
             Outcome::Failed(e) => return e.status,
+            Outcome::Degraded(status, _) => return *status,
             Outcome::Value(_) | Outcome::Chunk(_) | Outcome::Values(_) => return CF_INVALID_ARGUMENT,
         };
         // SAFETY: `out` is non-NULL and writable (contract).

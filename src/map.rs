@@ -2,7 +2,7 @@
 
 use crate::{
     executor::{cf_bytes_fn, cf_executor, copy_bytes, executor_pool},
-    ffi::handle::{box_into_raw, box_take},
+    ffi::handle::{box_fill_into_raw, box_take, try_box_uninit},
     future::cf_fn,
     rt::{
         map::{Item, Items, MapIter},
@@ -46,10 +46,14 @@ fn start(
     let Some(pool) = (unsafe { executor_pool(ex) }) else {
         return CF_INVALID_ARGUMENT;
     };
+    // The handle's memory first: once items are submitted, there is no failing.
+    let Some(room) = try_box_uninit::<cf_map>() else {
+        return CF_NO_MEMORY;
+    };
     match MapIter::start(pool, items, chunksize, deadline) {
         Ok(inner) => {
             // SAFETY: `out` was checked non-NULL by the caller and is writable.
-            unsafe { *out = box_into_raw(cf_map { inner }) };
+            unsafe { *out = box_fill_into_raw(room, cf_map { inner }) };
             CF_OK
         }
         Err(e) => e.status(),

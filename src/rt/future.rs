@@ -38,7 +38,8 @@
 
 use super::{
     context,
-    sync::{Arc, AtomicU32, Mutex, Ordering, Thread, UnsafeCell, lock, thread},
+    shared::Shared,
+    sync::{AtomicU32, Mutex, Ordering, Thread, UnsafeCell, lock, thread},
     task::{Outcome, Task},
     time::Deadline,
     waiter::{WaitSet, block_on},
@@ -79,7 +80,7 @@ pub(crate) enum Listener {
     /// A thread blocked on this future alone.
     Unpark(Thread),
     /// A multi-future wait (`cf_wait`, `cf_as_completed`), with this future's index there.
-    Notify(Arc<WaitSet>, usize),
+    Notify(Shared<WaitSet>, usize),
     /// A done callback with its userdata.
     Callback(CallbackFn, *mut c_void),
 }
@@ -90,7 +91,19 @@ enum Slot {
     Done(Outcome),
 }
 
-/// The shared state of one future. Handles to it are `Arc<Core>`.
+/// A counted reference to a future's core: what `cf_future *` handles, queues and
+/// iterators hold (see `rt::shared`).
+pub(crate) type CoreRef = Shared<Core>;
+
+/// Why `Core::try_add_listener` did not register a listener (the listener is dropped).
+pub(crate) enum NotAdded {
+    /// The future is already done: act on it now.
+    Done,
+    /// The list could not grow: nothing was registered.
+    NoMemory,
+}
+
+/// The shared state of one future. Handles to it are `CoreRef`s.
 pub(crate) struct Core {
     state: AtomicU32,
     listeners: Mutex<Vec<Listener>>,
@@ -108,22 +121,31 @@ unsafe impl Sync for Core {}
 unsafe impl Send for Listener {}
 
 impl Core {
-    fn with_slot(slot: Slot) -> Arc<Core> {
-        Arc::new(Core {
+    /// The one allocation of a future; `None` (the slot dropped) when memory runs out.
+    fn with_slot(slot: Slot) -> Option<CoreRef> {
+        Shared::try_new(Core {
             state: AtomicU32::new(PENDING),
             listeners: Mutex::new(Vec::new()),
             slot: UnsafeCell::new(slot),
         })
+        .ok()
     }
 
-    /// A pending future that will run `task`.
-    pub(crate) fn with_task(task: Task) -> Arc<Core> {
+    /// A pending future that will run `task`; `None` (the task dropped, never run) when
+    /// memory runs out.
+    pub(crate) fn with_task(task: Task) -> Option<CoreRef> {
         Self::with_slot(Slot::Task(task))
     }
 
-    /// A pending promise (completed by the caller).
-    pub(crate) fn promise() -> Arc<Core> {
+    /// A pending promise (completed by the caller); `None` when memory runs out.
+    pub(crate) fn try_promise() -> Option<CoreRef> {
         Self::with_slot(Slot::Empty)
+    }
+
+    /// A pending promise, for tests, which do not run out of memory.
+    #[cfg(test)]
+    pub(crate) fn promise() -> CoreRef {
+        Self::try_promise().expect("out of memory in a test")
     }
 
     /// The current phase.
@@ -297,13 +319,23 @@ impl Core {
         context::call_callback(|| unsafe { f(me, userdata) });
     }
 
-    /// Registers a listener. `Err` gives it back when the future is already done.
-    pub(crate) fn add_listener(&self, l: Listener) -> Result<(), Listener> {
+    /// Registers a listener, unless the future is already done or the list cannot grow
+    /// (the room is made under the same lock as the push, so the push never allocates
+    /// and a registration never aborts).
+    pub(crate) fn try_add_listener(&self, l: Listener) -> Result<(), NotAdded> {
         let mut list = lock(&self.listeners);
+        if list.try_reserve(1).is_err() {
+            // Done futures need no room: report those as done, as the caller can act on
+            // them without registering. (Acquire, as below.)
+            return Err(match self.state.load(Ordering::Acquire) & PHASE {
+                FINISHED | CANCELLED => NotAdded::Done,
+                _ => NotAdded::NoMemory,
+            });
+        }
         // AcqRel: see the module comment (a done phase lets the caller read the outcome).
         let prev = self.state.fetch_or(LISTENERS, Ordering::AcqRel);
         match prev & PHASE {
-            FINISHED | CANCELLED => Err(l),
+            FINISHED | CANCELLED => Err(NotAdded::Done),
             _ => {
                 list.push(l);
                 Ok(())
@@ -311,21 +343,17 @@ impl Core {
         }
     }
 
-    /// Makes room for one more listener; `false` when memory runs out.
-    pub(crate) fn reserve_listener(&self) -> bool {
-        lock(&self.listeners).try_reserve(1).is_ok()
-    }
-
     /// Removes the multi-wait registration `(set, index)`, if it is still registered.
-    pub(crate) fn remove_notify(&self, set: &Arc<WaitSet>, index: usize) {
+    pub(crate) fn remove_notify(&self, set: &Shared<WaitSet>, index: usize) {
         self.remove_listener(
-            |l| matches!(l, Listener::Notify(s, i) if *i == index && Arc::ptr_eq(s, set)),
+            |l| matches!(l, Listener::Notify(s, i) if *i == index && Shared::ptr_eq(s, set)),
         );
     }
 
-    /// Whether the future finished with a failure (`CF_TASK_FAILED` or `CF_BROKEN`).
+    /// Whether the future finished with a failure (`CF_TASK_FAILED`, `CF_BROKEN`, or an
+    /// outcome lost to memory exhaustion).
     pub(crate) fn failed(&self) -> bool {
-        matches!(self.outcome(), Some(Outcome::Failed(_)))
+        self.outcome().is_some_and(|o| o.error().is_some())
     }
 
     /// Removes the first listener that `matches`, if it is still registered.
@@ -337,12 +365,16 @@ impl Core {
     }
 
     /// Adds a done callback: run now on this thread if the future is done, else exactly
-    /// once by whoever finishes or cancels it.
-    pub(crate) fn add_callback(&self, f: CallbackFn, userdata: *mut c_void) {
-        if let Err(Listener::Callback(f, userdata)) =
-            self.add_listener(Listener::Callback(f, userdata))
-        {
-            self.call(f, userdata);
+    /// once by whoever finishes or cancels it. `false` (nothing added, nothing run) when
+    /// memory runs out.
+    pub(crate) fn add_callback(&self, f: CallbackFn, userdata: *mut c_void) -> bool {
+        match self.try_add_listener(Listener::Callback(f, userdata)) {
+            Ok(()) => true,
+            Err(NotAdded::Done) => {
+                self.call(f, userdata);
+                true
+            }
+            Err(NotAdded::NoMemory) => false,
         }
     }
 
@@ -369,8 +401,11 @@ impl Core {
         }
         let me = thread::current();
         let id = me.id();
-        if self.add_listener(Listener::Unpark(me)).is_err() {
-            return true;
+        match self.try_add_listener(Listener::Unpark(me)) {
+            Ok(()) => {}
+            Err(NotAdded::Done) => return true,
+            // No room to register: poll instead, which needs no memory.
+            Err(NotAdded::NoMemory) => return self.poll_until_done(deadline),
         }
         let done = block_on(deadline, || self.is_done());
         if !done {
@@ -378,7 +413,26 @@ impl Core {
         }
         done
     }
+
+    /// Waits without registering (when memory ran out for a registration): sleeps in
+    /// steps of at most a millisecond and checks again.
+    fn poll_until_done(&self, deadline: Deadline) -> bool {
+        loop {
+            if self.is_done() {
+                return true;
+            }
+            let step = match deadline.remaining() {
+                Some(d) if d.is_zero() => return false,
+                Some(d) => d.min(POLL_STEP),
+                None => POLL_STEP,
+            };
+            thread::park_timeout(step);
+        }
+    }
 }
+
+/// How long a wait that could not register sleeps between checks.
+const POLL_STEP: std::time::Duration = std::time::Duration::from_millis(1);
 
 #[cfg(all(test, cfutures_loom))]
 impl Core {

@@ -7,6 +7,7 @@ pub(crate) mod many;
 pub(crate) mod map;
 pub(crate) mod pool;
 pub(crate) mod process;
+pub(crate) mod shared;
 pub(crate) mod sync;
 pub(crate) mod task;
 pub(crate) mod time;
