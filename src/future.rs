@@ -73,6 +73,8 @@ pub type cf_callback =
 /// task's return value is ignored (a byte task's buffer is freed). The last call in a task
 /// wins. In an initializer it marks the initializer as failed, which breaks the executor.
 /// Outside a task or initializer (for example in a done callback) it does nothing.
+/// If memory runs out for the copy, the message becomes a fixed text saying so (the code
+/// is kept).
 /// Always returns NULL, so that `return cf_raise(EINVAL, "bad input");` reads naturally.
 ///
 /// `message` may be NULL; otherwise it must be a NUL-terminated string, which is copied.
@@ -170,6 +172,8 @@ pub unsafe extern "C" fn cf_future_wait(f: *mut cf_future, timeout: f64) -> cf_s
 /// - `CF_TASK_FAILED`: the task called `cf_raise` (see `cf_future_exception`).
 /// - `CF_BROKEN`: the executor broke before or while running it.
 /// - `CF_CANCELLED`: `f` was cancelled.
+/// - `CF_NO_MEMORY`: the outcome could not be stored for lack of memory (only a map
+///   chunk's results; see the preamble); `cf_future_exception` gives `ENOMEM`.
 /// - `CF_TIMEOUT`: not done within `timeout`.
 /// - `CF_INVALID_ARGUMENT`: `f` or `result` is NULL, or `timeout` is NaN.
 ///
@@ -202,8 +206,9 @@ pub unsafe extern "C" fn cf_future_result(
 /// `exception()`.
 ///
 /// Returns the same status as `cf_future_result`. With `CF_OK` it writes `*code = 0` and
-/// `*message = NULL`; with `CF_TASK_FAILED` or `CF_BROKEN` it writes the error's code and
-/// message (the message may be NULL). The message is owned by the future and stays valid
+/// `*message = NULL`; with `CF_TASK_FAILED`, `CF_BROKEN` or `CF_NO_MEMORY` it writes the
+/// error's code and message (the message may be NULL; when memory ran out while the
+/// error was recorded, it is a fixed "cfutures: out of memory ..." text). The message is owned by the future and stays valid
 /// while the future lives; do not free it. With `CF_CANCELLED` and `CF_TIMEOUT` nothing
 /// is written. `f`, `code` and `message` must not be NULL (`CF_INVALID_ARGUMENT`).
 #[unsafe(no_mangle)]
@@ -289,7 +294,8 @@ pub unsafe extern "C" fn cf_future_release(f: *mut cf_future) {
 /// The caller gets one reference (`cf_future_release`). Complete it with
 /// `cf_future_set_result` or `cf_future_set_exception`, optionally after
 /// `cf_future_set_running_or_notify_cancel`. It works everywhere an executor's future
-/// does. Returns `CF_OK`, or `CF_INVALID_ARGUMENT` if `out` is NULL.
+/// does. Returns `CF_OK`, `CF_NO_MEMORY` if the future (one small allocation) cannot be
+/// made, or `CF_INVALID_ARGUMENT` if `out` is NULL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_future_new(out: *mut *mut cf_future) -> cf_status {
     ffi_boundary! {
@@ -342,8 +348,9 @@ pub unsafe extern "C" fn cf_future_set_result(f: *mut cf_future, result: *mut c_
 /// `CF_TASK_FAILED`. Waiters wake and done callbacks run in this thread before the call
 /// returns.
 ///
-/// Returns `CF_OK`, `CF_INVALID_STATE` if `f` is already done, or `CF_INVALID_ARGUMENT`
-/// for NULL `f`.
+/// Returns `CF_OK`, `CF_INVALID_STATE` if `f` is already done, `CF_NO_MEMORY` if the
+/// error or its message cannot be allocated (`f` is left as it was), or
+/// `CF_INVALID_ARGUMENT` for NULL `f`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_future_set_exception(
     f: *mut cf_future,

@@ -70,9 +70,11 @@ fn start(
 /// with `cf_map_free`.
 ///
 /// Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `fn` or `out`, NULL `args` with `n > 0`,
-/// or a NaN timeout; `CF_NO_MEMORY` when the inputs cannot be copied; `CF_SHUTDOWN`,
-/// `CF_BROKEN` or `CF_OS_ERROR` as `cf_submit` does (then nothing runs: what was already
-/// submitted is cancelled).
+/// or a NaN timeout; `CF_NO_MEMORY` when the inputs cannot be copied or the map's handle,
+/// tasks and chunks cannot be allocated (all of that is made before anything is
+/// submitted, so then nothing runs); `CF_SHUTDOWN`, `CF_BROKEN`, `CF_OS_ERROR` as
+/// `cf_submit` does, and `CF_NO_MEMORY` when a future or room in the queue runs out half
+/// way (then nothing new runs: what was already submitted is cancelled).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_map_new(
     ex: *mut cf_executor,
@@ -183,7 +185,8 @@ fn next_item(
 ///
 /// - `CF_OK`: `*result` is the item's value (for a byte map, the data pointer), and
 ///   `*code`/`*message` are set to 0/NULL.
-/// - `CF_TASK_FAILED`, `CF_BROKEN` or `CF_CANCELLED`: that item failed; `*code` and
+/// - `CF_TASK_FAILED`, `CF_BROKEN`, `CF_CANCELLED`, or `CF_NO_MEMORY` (code `ENOMEM`: the
+///   results of this item's chunk could not be stored): that item failed; `*code` and
 ///   `*message` get its error (the message is owned by the map, valid until
 ///   `cf_map_free`). Every item not yet started is then cancelled, and later calls give
 ///   `CF_END`, as Python's map stops at the first error.

@@ -59,7 +59,9 @@ unsafe fn futures<'a>(fs: *const *mut cf_future, n: usize) -> Result<Vec<&'a Cor
 /// at return and `*n_done` (when `n_done` is not NULL) counts the done entries of `fs`
 /// (duplicates counted each time). `n == 0` returns `CF_OK` at once (`fs` may then be
 /// NULL). Returns `CF_INVALID_ARGUMENT`, writing nothing, for a NULL `fs` with `n > 0`,
-/// a NULL entry, an unknown `when`, or a NaN timeout.
+/// a NULL entry, an unknown `when`, or a NaN timeout; `CF_NO_MEMORY`, writing nothing and
+/// leaving no registration behind, when its bookkeeping (O(n), made before it waits)
+/// cannot be allocated. A future whose outcome is `CF_NO_MEMORY` counts as an exception.
 ///
 /// The wait is event-driven and costs O(n): the thread sleeps until one of its futures
 /// completes. On a thread-pool worker it runs queued tasks of its pool meanwhile.
@@ -118,7 +120,8 @@ pub struct cf_as_completed {
 /// references at once. The time limit `timeout` counts from this call. On `CF_OK`,
 /// `*out` is a new iterator, freed with `cf_as_completed_free`. Returns
 /// `CF_INVALID_ARGUMENT` for NULL `out`, a NULL `fs` with `n > 0`, a NULL entry, or a NaN
-/// timeout. Creating it costs O(n).
+/// timeout; `CF_NO_MEMORY` (nothing kept, nothing registered) when memory runs out.
+/// Creating it costs O(n) and allocates everything the iteration needs.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_as_completed_new(
     fs: *const *mut cf_future,

@@ -434,9 +434,9 @@ impl Core {
 /// How long a wait that could not register sleeps between checks.
 const POLL_STEP: std::time::Duration = std::time::Duration::from_millis(1);
 
-#[cfg(all(test, cfutures_loom))]
+#[cfg(test)]
 impl Core {
-    /// Listeners still registered (the loom models check that none is left behind).
+    /// Listeners still registered (the tests check that none is left behind).
     pub(crate) fn listener_count(&self) -> usize {
         lock(&self.listeners).len()
     }
