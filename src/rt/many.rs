@@ -6,7 +6,7 @@
 //! n futures cost O(n) in total (registration, one notification each, removal of the
 //! registrations left when the waiter gives up). Removal happens before the waiter
 //! returns or the iterator is freed; a completion racing with it finds the listener
-//! already taken or pushes into a set that is still alive (the `Arc` keeps it), so no
+//! already taken or pushes into a set that is still alive (its `Shared` count keeps it), so no
 //! late wake-up lands in freed memory.
 
 use super::{
