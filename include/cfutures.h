@@ -22,10 +22,34 @@
  *  - Tasks, initializers and callbacks are plain C functions. They must not unwind
  *    (throw a C++ exception or longjmp) out of their frame: that is outside the contract.
  *  - No Rust panic ever unwinds into C: an internal error is reported as `CF_PANIC`.
- *  - Memory: allocations that grow with the caller's input (copies of byte inputs, map
- *    inputs, queues, callback lists) that cannot be made return `CF_NO_MEMORY`. Running
- *    out of memory for the library's own small allocations (a future takes about 100
- *    bytes) aborts the process, as Rust's allocator does.
+ *  - Memory: a call that cannot allocate what it needs returns `CF_NO_MEMORY` and has
+ *    done nothing (no task submitted, no registration left, out-parameters untouched).
+ *    This covers the inputs' copies and also the library's own small allocations: the
+ *    future itself (about 100 bytes: `cf_submit`, `cf_submit_bytes`, `cf_future_new`),
+ *    map chunks and the map handle (`cf_map_new`, `cf_map_bytes_new`), the bookkeeping
+ *    of `cf_wait` and `cf_as_completed_new`, a done callback's slot
+ *    (`cf_future_add_done_callback`), the copy in `cf_future_set_exception`.
+ *  - Memory at completion time, where no caller can be told: a future still finishes,
+ *    exactly once. If the error record of a failed task cannot be allocated, the future
+ *    keeps its status (`CF_TASK_FAILED`, `CF_BROKEN`) and code and gets the fixed message
+ *    "cfutures: out of memory while recording this outcome (...)"; a `cf_raise` message
+ *    that cannot be copied becomes "cfutures: out of memory while copying the cf_raise
+ *    message (...)". If the results of a map chunk cannot be stored, the chunk's next
+ *    item reports `CF_NO_MEMORY` with code `ENOMEM` and that fixed message, and the map
+ *    ends there as after any failed item; `cf_future_result`, `cf_future_exception` and
+ *    `cf_map_next` can thus report `CF_NO_MEMORY` as an outcome, and `cf_wait` counts it
+ *    as an exception. A wait on one future (`cf_future_wait`, `_result`, `_exception`)
+ *    never fails for memory: if it cannot register it polls every millisecond.
+ *  - What can still abort the process for lack of memory (Rust's allocator aborts on
+ *    the few allocations made through std that have no fallible form): creating an
+ *    executor (`cf_thread_pool_new`, `cf_process_pool_new`: the pool's own state; only
+ *    the handle reports `CF_NO_MEMORY`); starting a worker thread (std's thread handle,
+ *    name and result slot, and the pool's per-worker bookkeeping; a stack that cannot be
+ *    mapped is `CF_OS_ERROR`); the first wait on a thread not started by Rust (std makes
+ *    that thread's handle); the message text of a pool broken by a failed initializer or
+ *    by no worker thread starting; and the process pools' supervision (message buffers
+ *    and worker bookkeeping in the parent and in the workers; an oversized result is
+ *    `CF_BROKEN`, see `cf_process_pool_new`).
  */
 
 
@@ -285,7 +309,8 @@ typedef uint32_t cf_return_when;
 #define CF_INVALID_STATE 8
 
 /**
- * Memory could not be allocated.
+ * Memory could not be allocated: the call did nothing. As a future's outcome: the
+ * outcome could not be stored for lack of memory (see the header's preamble).
  */
 #define CF_NO_MEMORY 9
 
@@ -337,7 +362,9 @@ extern "C" {
  *
  * On success `*out` is a new executor, freed with `cf_executor_free`. Returns
  * `CF_INVALID_ARGUMENT` if `out` is NULL, `max_workers > CF_MAX_WORKERS`, or
- * `max_tasks_per_child != 0`. No thread is started here.
+ * `max_tasks_per_child != 0`; `CF_NO_MEMORY` if the handle cannot be allocated (the
+ * pool's own state is made with std's aborting allocations: see the preamble). No
+ * thread is started here.
  */
 cf_status cf_thread_pool_new(const struct cf_executor_options *opts, struct cf_executor **out);
 
@@ -375,8 +402,9 @@ cf_status cf_thread_pool_new(const struct cf_executor_options *opts, struct cf_e
  * drives the worker (or as for thread pools). Worker channels are private socket pairs.
  *
  * On success `*out` is a new executor, freed with `cf_executor_free`. Returns
- * `CF_INVALID_ARGUMENT` for NULL `out` or `max_workers > CF_MAX_WORKERS`, and
- * `CF_OS_ERROR` (with `errno`) if the fork server could not be started.
+ * `CF_INVALID_ARGUMENT` for NULL `out` or `max_workers > CF_MAX_WORKERS`,
+ * `CF_OS_ERROR` (with `errno`) if the fork server could not be started, and
+ * `CF_NO_MEMORY` if the handle cannot be allocated (the pool is then shut down again).
  *
  * A worker that dies before it is ready (killed from outside) is started again; with an
  * initializer configured, such a death counts as the initializer failing. Under
@@ -395,7 +423,8 @@ cf_status cf_process_pool_new(const struct cf_executor_options *opts, struct cf_
  * Returns `CF_SHUTDOWN` after `cf_executor_shutdown`, `CF_BROKEN` if an initializer
  * failed, `CF_OS_ERROR` (with `errno`) if no worker could be started and none is
  * running (with a worker running, the task waits in the queue instead),
- * `CF_NO_MEMORY` when memory runs out, `CF_INVALID_ARGUMENT` if `ex`, `fn` or `out` is
+ * `CF_NO_MEMORY` when the future (one small allocation) or room in the queue cannot be
+ * allocated (nothing is submitted), `CF_INVALID_ARGUMENT` if `ex`, `fn` or `out` is
  * NULL. Nothing is written on failure.
  * May be called from tasks and done callbacks.
  */
@@ -410,7 +439,7 @@ cf_status cf_submit(struct cf_executor *ex, cf_fn fn, void *arg, struct cf_futur
  * `cf_future_result_bytes` (or `cf_future_result`, which gives the data pointer) and
  * freed with the future. Statuses as for `cf_submit`; also `CF_INVALID_ARGUMENT` for a
  * NULL `in` with `in_len > 0`, and `CF_NO_MEMORY`
- * when the copy cannot be allocated.
+ * when the copy or the future cannot be allocated (nothing is submitted).
  */
 cf_status cf_submit_bytes(struct cf_executor *ex,
                           cf_bytes_fn fn,
@@ -458,6 +487,8 @@ size_t cf_executor_worker_count(const struct cf_executor *ex);
  * task's return value is ignored (a byte task's buffer is freed). The last call in a task
  * wins. In an initializer it marks the initializer as failed, which breaks the executor.
  * Outside a task or initializer (for example in a done callback) it does nothing.
+ * If memory runs out for the copy, the message becomes a fixed text saying so (the code
+ * is kept).
  * Always returns NULL, so that `return cf_raise(EINVAL, "bad input");` reads naturally.
  *
  * `message` may be NULL; otherwise it must be a NUL-terminated string, which is copied.
@@ -513,6 +544,8 @@ cf_status cf_future_wait(struct cf_future *f, double timeout);
  * - `CF_TASK_FAILED`: the task called `cf_raise` (see `cf_future_exception`).
  * - `CF_BROKEN`: the executor broke before or while running it.
  * - `CF_CANCELLED`: `f` was cancelled.
+ * - `CF_NO_MEMORY`: the outcome could not be stored for lack of memory (only a map
+ *   chunk's results; see the preamble); `cf_future_exception` gives `ENOMEM`.
  * - `CF_TIMEOUT`: not done within `timeout`.
  * - `CF_INVALID_ARGUMENT`: `f` or `result` is NULL, or `timeout` is NaN.
  *
@@ -526,12 +559,16 @@ cf_status cf_future_result(struct cf_future *f, double timeout, void **result);
  * `exception()`.
  *
  * Returns the same status as `cf_future_result`. With `CF_OK` it writes `*code = 0` and
- * `*message = NULL`; with `CF_TASK_FAILED` or `CF_BROKEN` it writes the error's code and
- * message (the message may be NULL). The message is owned by the future and stays valid
+ * `*message = NULL`; with `CF_TASK_FAILED`, `CF_BROKEN` or `CF_NO_MEMORY` it writes the
+ * error's code and message (the message may be NULL; when memory ran out while the
+ * error was recorded, it is a fixed "cfutures: out of memory ..." text). The message is owned by the future and stays valid
  * while the future lives; do not free it. With `CF_CANCELLED` and `CF_TIMEOUT` nothing
  * is written. `f`, `code` and `message` must not be NULL (`CF_INVALID_ARGUMENT`).
  */
-cf_status cf_future_exception(struct cf_future *f, double timeout, int *code, const char **message);
+cf_status cf_future_exception(struct cf_future *f,
+                              double timeout,
+                              int *code,
+                              const char **message);
 
 /**
  * Adds a done callback to `f`: Python's `add_done_callback`.
@@ -566,7 +603,8 @@ void cf_future_release(struct cf_future *f);
  * The caller gets one reference (`cf_future_release`). Complete it with
  * `cf_future_set_result` or `cf_future_set_exception`, optionally after
  * `cf_future_set_running_or_notify_cancel`. It works everywhere an executor's future
- * does. Returns `CF_OK`, or `CF_INVALID_ARGUMENT` if `out` is NULL.
+ * does. Returns `CF_OK`, `CF_NO_MEMORY` if the future (one small allocation) cannot be
+ * made, or `CF_INVALID_ARGUMENT` if `out` is NULL.
  */
 cf_status cf_future_new(struct cf_future **out);
 
@@ -595,8 +633,9 @@ cf_status cf_future_set_result(struct cf_future *f, void *result);
  * `CF_TASK_FAILED`. Waiters wake and done callbacks run in this thread before the call
  * returns.
  *
- * Returns `CF_OK`, `CF_INVALID_STATE` if `f` is already done, or `CF_INVALID_ARGUMENT`
- * for NULL `f`.
+ * Returns `CF_OK`, `CF_INVALID_STATE` if `f` is already done, `CF_NO_MEMORY` if the
+ * error or its message cannot be allocated (`f` is left as it was), or
+ * `CF_INVALID_ARGUMENT` for NULL `f`.
  */
 cf_status cf_future_set_exception(struct cf_future *f, int code, const char *message);
 
@@ -622,9 +661,11 @@ cf_status cf_future_result_bytes(struct cf_future *f, double timeout, struct cf_
  * with `cf_map_free`.
  *
  * Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `fn` or `out`, NULL `args` with `n > 0`,
- * or a NaN timeout; `CF_NO_MEMORY` when the inputs cannot be copied; `CF_SHUTDOWN`,
- * `CF_BROKEN` or `CF_OS_ERROR` as `cf_submit` does (then nothing runs: what was already
- * submitted is cancelled).
+ * or a NaN timeout; `CF_NO_MEMORY` when the inputs cannot be copied or the map's handle,
+ * tasks and chunks cannot be allocated (all of that is made before anything is
+ * submitted, so then nothing runs); `CF_SHUTDOWN`, `CF_BROKEN`, `CF_OS_ERROR` as
+ * `cf_submit` does, and `CF_NO_MEMORY` when a future or room in the queue runs out half
+ * way (then nothing new runs: what was already submitted is cancelled).
  */
 cf_status cf_map_new(struct cf_executor *ex,
                      cf_fn fn,
@@ -654,7 +695,8 @@ cf_status cf_map_bytes_new(struct cf_executor *ex,
  *
  * - `CF_OK`: `*result` is the item's value (for a byte map, the data pointer), and
  *   `*code`/`*message` are set to 0/NULL.
- * - `CF_TASK_FAILED`, `CF_BROKEN` or `CF_CANCELLED`: that item failed; `*code` and
+ * - `CF_TASK_FAILED`, `CF_BROKEN`, `CF_CANCELLED`, or `CF_NO_MEMORY` (code `ENOMEM`: the
+ *   results of this item's chunk could not be stored): that item failed; `*code` and
  *   `*message` get its error (the message is owned by the map, valid until
  *   `cf_map_free`). Every item not yet started is then cancelled, and later calls give
  *   `CF_END`, as Python's map stops at the first error.
@@ -742,7 +784,9 @@ const char *cf_version(void);
  * at return and `*n_done` (when `n_done` is not NULL) counts the done entries of `fs`
  * (duplicates counted each time). `n == 0` returns `CF_OK` at once (`fs` may then be
  * NULL). Returns `CF_INVALID_ARGUMENT`, writing nothing, for a NULL `fs` with `n > 0`,
- * a NULL entry, an unknown `when`, or a NaN timeout.
+ * a NULL entry, an unknown `when`, or a NaN timeout; `CF_NO_MEMORY`, writing nothing and
+ * leaving no registration behind, when its bookkeeping (O(n), made before it waits)
+ * cannot be allocated. A future whose outcome is `CF_NO_MEMORY` counts as an exception.
  *
  * The wait is event-driven and costs O(n): the thread sleeps until one of its futures
  * completes. On a thread-pool worker it runs queued tasks of its pool meanwhile.
@@ -762,7 +806,8 @@ cf_status cf_wait(struct cf_future *const *fs,
  * references at once. The time limit `timeout` counts from this call. On `CF_OK`,
  * `*out` is a new iterator, freed with `cf_as_completed_free`. Returns
  * `CF_INVALID_ARGUMENT` for NULL `out`, a NULL `fs` with `n > 0`, a NULL entry, or a NaN
- * timeout. Creating it costs O(n).
+ * timeout; `CF_NO_MEMORY` (nothing kept, nothing registered) when memory runs out.
+ * Creating it costs O(n) and allocates everything the iteration needs.
  */
 cf_status cf_as_completed_new(struct cf_future *const *fs,
                               size_t n,

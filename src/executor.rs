@@ -1,7 +1,7 @@
 //! Executors: thread pools, submitting tasks, shutdown.
 
 use crate::{
-    ffi::handle::{box_into_raw, box_take, future_into_raw},
+    ffi::handle::{box_take, future_into_raw, try_box_into_raw},
     future::{cf_fn, cf_future},
     rt::{
         pool::{Config, Pool, Runner},
@@ -85,7 +85,9 @@ fn default_thread_workers() -> usize {
 ///
 /// On success `*out` is a new executor, freed with `cf_executor_free`. Returns
 /// `CF_INVALID_ARGUMENT` if `out` is NULL, `max_workers > CF_MAX_WORKERS`, or
-/// `max_tasks_per_child != 0`. No thread is started here.
+/// `max_tasks_per_child != 0`; `CF_NO_MEMORY` if the handle cannot be allocated (the
+/// pool's own state is made with std's aborting allocations: see the preamble). No
+/// thread is started here.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_thread_pool_new(
     opts: *const cf_executor_options,
@@ -110,9 +112,8 @@ pub unsafe extern "C" fn cf_thread_pool_new(
             }
             config.initializer = o.initializer.map(|f| (f, o.initarg));
         }
-        // SAFETY: `out` is non-NULL and writable (contract).
-        unsafe { *out = box_into_raw(cf_executor { pool: Pool::new(config, Runner::Local) }) };
-        CF_OK
+        let ex = cf_executor { pool: Pool::new(config, Runner::Local) };
+        put_executor(ex, out)
     }
 }
 
@@ -149,8 +150,9 @@ pub unsafe extern "C" fn cf_thread_pool_new(
 /// drives the worker (or as for thread pools). Worker channels are private socket pairs.
 ///
 /// On success `*out` is a new executor, freed with `cf_executor_free`. Returns
-/// `CF_INVALID_ARGUMENT` for NULL `out` or `max_workers > CF_MAX_WORKERS`, and
-/// `CF_OS_ERROR` (with `errno`) if the fork server could not be started.
+/// `CF_INVALID_ARGUMENT` for NULL `out` or `max_workers > CF_MAX_WORKERS`,
+/// `CF_OS_ERROR` (with `errno`) if the fork server could not be started, and
+/// `CF_NO_MEMORY` if the handle cannot be allocated (the pool is then shut down again).
 ///
 /// A worker that dies before it is ready (killed from outside) is started again; with an
 /// initializer configured, such a death counts as the initializer failing. Under
@@ -189,9 +191,23 @@ pub unsafe extern "C" fn cf_process_pool_new(
             Err(e) => return crate::rt::pool::SubmitError::Os(e).status(),
         };
         let pool = Pool::new(config, Runner::Process(shared));
-        // SAFETY: `out` is non-NULL and writable (contract).
-        unsafe { *out = box_into_raw(cf_executor { pool }) };
-        CF_OK
+        put_executor(cf_executor { pool }, out)
+    }
+}
+
+/// Hands a new executor to C through `out` (checked non-NULL); `CF_NO_MEMORY` (after
+/// shutting the executor down again) when its box cannot be made.
+fn put_executor(ex: cf_executor, out: *mut *mut cf_executor) -> cf_status {
+    match try_box_into_raw(ex) {
+        Ok(p) => {
+            // SAFETY: `out` is non-NULL and writable (contract).
+            unsafe { *out = p };
+            CF_OK
+        }
+        Err(ex) => {
+            let _ = ex.pool.shutdown(true, false);
+            CF_NO_MEMORY
+        }
     }
 }
 
@@ -234,7 +250,8 @@ fn submit_task(ex: &cf_executor, task: Task, out: *mut *mut cf_future) -> cf_sta
 /// Returns `CF_SHUTDOWN` after `cf_executor_shutdown`, `CF_BROKEN` if an initializer
 /// failed, `CF_OS_ERROR` (with `errno`) if no worker could be started and none is
 /// running (with a worker running, the task waits in the queue instead),
-/// `CF_NO_MEMORY` when memory runs out, `CF_INVALID_ARGUMENT` if `ex`, `fn` or `out` is
+/// `CF_NO_MEMORY` when the future (one small allocation) or room in the queue cannot be
+/// allocated (nothing is submitted), `CF_INVALID_ARGUMENT` if `ex`, `fn` or `out` is
 /// NULL. Nothing is written on failure.
 /// May be called from tasks and done callbacks.
 #[unsafe(no_mangle)]
@@ -261,7 +278,7 @@ pub unsafe extern "C" fn cf_submit(
 /// `cf_future_result_bytes` (or `cf_future_result`, which gives the data pointer) and
 /// freed with the future. Statuses as for `cf_submit`; also `CF_INVALID_ARGUMENT` for a
 /// NULL `in` with `in_len > 0`, and `CF_NO_MEMORY`
-/// when the copy cannot be allocated.
+/// when the copy or the future cannot be allocated (nothing is submitted).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_submit_bytes(
     ex: *mut cf_executor,

@@ -5,7 +5,8 @@ use crate::{
     rt::{
         context,
         future::{Core, Phase},
-        task::{Failure, Outcome},
+        shared::{try_box, try_cstring},
+        task::{Failure, Message, Outcome},
         time::Deadline,
     },
     status::*,
@@ -72,6 +73,8 @@ pub type cf_callback =
 /// task's return value is ignored (a byte task's buffer is freed). The last call in a task
 /// wins. In an initializer it marks the initializer as failed, which breaks the executor.
 /// Outside a task or initializer (for example in a done callback) it does nothing.
+/// If memory runs out for the copy, the message becomes a fixed text saying so (the code
+/// is kept).
 /// Always returns NULL, so that `return cf_raise(EINVAL, "bad input");` reads naturally.
 ///
 /// `message` may be NULL; otherwise it must be a NUL-terminated string, which is copied.
@@ -169,6 +172,8 @@ pub unsafe extern "C" fn cf_future_wait(f: *mut cf_future, timeout: f64) -> cf_s
 /// - `CF_TASK_FAILED`: the task called `cf_raise` (see `cf_future_exception`).
 /// - `CF_BROKEN`: the executor broke before or while running it.
 /// - `CF_CANCELLED`: `f` was cancelled.
+/// - `CF_NO_MEMORY`: the outcome could not be stored for lack of memory (only a map
+///   chunk's results; see the preamble); `cf_future_exception` gives `ENOMEM`.
 /// - `CF_TIMEOUT`: not done within `timeout`.
 /// - `CF_INVALID_ARGUMENT`: `f` or `result` is NULL, or `timeout` is NaN.
 ///
@@ -188,6 +193,7 @@ pub unsafe extern "C" fn cf_future_result(
             Outcome::Value(v) => *v,
             Outcome::Bytes(b) => b.ptr,
             Outcome::Failed(e) => return e.status,
+            Outcome::Degraded(status, _) => return *status,
             Outcome::Chunk(_) | Outcome::Values(_) => std::ptr::null_mut(),
         };
         // SAFETY: `result` is non-NULL and points to writable storage (contract).
@@ -200,8 +206,9 @@ pub unsafe extern "C" fn cf_future_result(
 /// `exception()`.
 ///
 /// Returns the same status as `cf_future_result`. With `CF_OK` it writes `*code = 0` and
-/// `*message = NULL`; with `CF_TASK_FAILED` or `CF_BROKEN` it writes the error's code and
-/// message (the message may be NULL). The message is owned by the future and stays valid
+/// `*message = NULL`; with `CF_TASK_FAILED`, `CF_BROKEN` or `CF_NO_MEMORY` it writes the
+/// error's code and message (the message may be NULL; when memory ran out while the
+/// error was recorded, it is a fixed "cfutures: out of memory ..." text). The message is owned by the future and stays valid
 /// while the future lives; do not free it. With `CF_CANCELLED` and `CF_TIMEOUT` nothing
 /// is written. `f`, `code` and `message` must not be NULL (`CF_INVALID_ARGUMENT`).
 #[unsafe(no_mangle)]
@@ -217,10 +224,7 @@ pub unsafe extern "C" fn cf_future_exception(
         // SAFETY: `f` is NULL or a live handle.
         let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
         let outcome = try_status!(settle(core, timeout));
-        let (status, c, m) = match outcome {
-            Outcome::Failed(e) => (e.status, e.code, failure_message(e)),
-            _ => (CF_OK, 0, std::ptr::null()),
-        };
+        let (status, c, m) = outcome.error().unwrap_or((CF_OK, 0, std::ptr::null()));
         // SAFETY: both are non-NULL and writable (contract).
         unsafe {
             *code = c;
@@ -232,7 +236,7 @@ pub unsafe extern "C" fn cf_future_exception(
 
 /// The message pointer of a failure (NULL if none), owned by the failure.
 pub(crate) fn failure_message(e: &Failure) -> *const c_char {
-    e.message.as_deref().map_or(std::ptr::null(), CStr::as_ptr)
+    e.message_ptr()
 }
 
 /// Adds a done callback to `f`: Python's `add_done_callback`.
@@ -254,10 +258,7 @@ pub unsafe extern "C" fn cf_future_add_done_callback(
         let Some(callback) = r#fn else { return CF_INVALID_ARGUMENT };
         // SAFETY: `f` is NULL or a live handle.
         let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
-        if !core.add_callback(callback, userdata) {
-            return CF_NO_MEMORY;
-        }
-        CF_OK
+        if core.add_callback(callback, userdata) { CF_OK } else { CF_NO_MEMORY }
     }
 }
 
@@ -293,13 +294,15 @@ pub unsafe extern "C" fn cf_future_release(f: *mut cf_future) {
 /// The caller gets one reference (`cf_future_release`). Complete it with
 /// `cf_future_set_result` or `cf_future_set_exception`, optionally after
 /// `cf_future_set_running_or_notify_cancel`. It works everywhere an executor's future
-/// does. Returns `CF_OK`, or `CF_INVALID_ARGUMENT` if `out` is NULL.
+/// does. Returns `CF_OK`, `CF_NO_MEMORY` if the future (one small allocation) cannot be
+/// made, or `CF_INVALID_ARGUMENT` if `out` is NULL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_future_new(out: *mut *mut cf_future) -> cf_status {
     ffi_boundary! {
         try_nonnull!(out);
+        let Some(core) = Core::try_promise() else { return CF_NO_MEMORY };
         // SAFETY: `out` is non-NULL and writable (contract).
-        unsafe { *out = future_into_raw(Core::promise()) };
+        unsafe { *out = future_into_raw(core) };
         CF_OK
     }
 }
@@ -345,8 +348,9 @@ pub unsafe extern "C" fn cf_future_set_result(f: *mut cf_future, result: *mut c_
 /// `CF_TASK_FAILED`. Waiters wake and done callbacks run in this thread before the call
 /// returns.
 ///
-/// Returns `CF_OK`, `CF_INVALID_STATE` if `f` is already done, or `CF_INVALID_ARGUMENT`
-/// for NULL `f`.
+/// Returns `CF_OK`, `CF_INVALID_STATE` if `f` is already done, `CF_NO_MEMORY` if the
+/// error or its message cannot be allocated (`f` is left as it was), or
+/// `CF_INVALID_ARGUMENT` for NULL `f`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_future_set_exception(
     f: *mut cf_future,
@@ -363,9 +367,12 @@ pub unsafe extern "C" fn cf_future_set_exception(
             None
         } else {
             // SAFETY: a non-NULL message is NUL-terminated (contract).
-            Some(unsafe { CStr::from_ptr(message) }.to_owned())
+            let bytes = unsafe { CStr::from_ptr(message) }.to_bytes();
+            let Some(copy) = try_cstring(bytes) else { return CF_NO_MEMORY };
+            Some(Message::Owned(copy))
         };
-        let failure = Box::new(Failure { status: CF_TASK_FAILED, code, message });
+        let failure = Failure { status: CF_TASK_FAILED, code, message };
+        let Ok(failure) = try_box(failure) else { return CF_NO_MEMORY };
         match core.finish(Outcome::Failed(failure)) {
             Ok(()) => CF_OK,
             Err(_) => CF_INVALID_STATE,
@@ -393,6 +400,7 @@ pub unsafe extern "C" fn cf_future_result_bytes(
         let bytes = match try_status!(settle(core, timeout)) {
             Outcome::Bytes(b) => crate::map::cf_bytes { data: b.ptr, len: b.len },
             Outcome::Failed(e) => return e.status,
+            Outcome::Degraded(status, _) => return *status,
             Outcome::Value(_) | Outcome::Chunk(_) | Outcome::Values(_) => return CF_INVALID_ARGUMENT,
         };
         // SAFETY: `out` is non-NULL and writable (contract).

@@ -2,7 +2,7 @@
 
 use crate::{
     executor::{cf_bytes_fn, cf_executor, copy_bytes, executor_pool},
-    ffi::handle::{box_into_raw, box_take},
+    ffi::handle::{box_fill_into_raw, box_take, try_box_uninit},
     future::cf_fn,
     rt::{
         map::{Item, Items, MapIter},
@@ -46,10 +46,14 @@ fn start(
     let Some(pool) = (unsafe { executor_pool(ex) }) else {
         return CF_INVALID_ARGUMENT;
     };
+    // The handle's memory first: once items are submitted, there is no failing.
+    let Some(room) = try_box_uninit::<cf_map>() else {
+        return CF_NO_MEMORY;
+    };
     match MapIter::start(pool, items, chunksize, deadline) {
         Ok(inner) => {
             // SAFETY: `out` was checked non-NULL by the caller and is writable.
-            unsafe { *out = box_into_raw(cf_map { inner }) };
+            unsafe { *out = box_fill_into_raw(room, cf_map { inner }) };
             CF_OK
         }
         Err(e) => e.status(),
@@ -66,9 +70,11 @@ fn start(
 /// with `cf_map_free`.
 ///
 /// Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `fn` or `out`, NULL `args` with `n > 0`,
-/// or a NaN timeout; `CF_NO_MEMORY` when the inputs cannot be copied; `CF_SHUTDOWN`,
-/// `CF_BROKEN` or `CF_OS_ERROR` as `cf_submit` does (then nothing runs: what was already
-/// submitted is cancelled).
+/// or a NaN timeout; `CF_NO_MEMORY` when the inputs cannot be copied or the map's handle,
+/// tasks and chunks cannot be allocated (all of that is made before anything is
+/// submitted, so then nothing runs); `CF_SHUTDOWN`, `CF_BROKEN`, `CF_OS_ERROR` as
+/// `cf_submit` does, and `CF_NO_MEMORY` when a future or room in the queue runs out half
+/// way (then nothing new runs: what was already submitted is cancelled).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_map_new(
     ex: *mut cf_executor,
@@ -183,7 +189,8 @@ fn next_item_of(
 ///
 /// - `CF_OK`: `*result` is the item's value (for a byte map, the data pointer), and
 ///   `*code`/`*message` are set to 0/NULL.
-/// - `CF_TASK_FAILED`, `CF_BROKEN` or `CF_CANCELLED`: that item failed; `*code` and
+/// - `CF_TASK_FAILED`, `CF_BROKEN`, `CF_CANCELLED`, or `CF_NO_MEMORY` (code `ENOMEM`: the
+///   results of this item's chunk could not be stored): that item failed; `*code` and
 ///   `*message` get its error (the message is owned by the map, valid until
 ///   `cf_map_free`). Every item not yet started is then cancelled, and later calls give
 ///   `CF_END`, as Python's map stops at the first error.

@@ -29,7 +29,8 @@ pub const CF_INVALID_ARGUMENT: cf_status = 7;
 /// The call does not fit the object's state, e.g. `cf_future_set_result` on a done
 /// future (Python's `InvalidStateError`).
 pub const CF_INVALID_STATE: cf_status = 8;
-/// Memory could not be allocated.
+/// Memory could not be allocated: the call did nothing. As a future's outcome: the
+/// outcome could not be stored for lack of memory (see the header's preamble).
 pub const CF_NO_MEMORY: cf_status = 9;
 /// The operating system refused a thread, process or pipe; `errno` is kept.
 pub const CF_OS_ERROR: cf_status = 10;

@@ -1,12 +1,12 @@
 //! Waiting on many futures: `cf_wait` and `cf_as_completed_*`.
 
 use crate::{
-    ffi::handle::{box_into_raw, box_take, future_clone, future_ref},
+    ffi::handle::{box_take, future_clone, future_ref, try_box_into_raw},
     future::cf_future,
     rt::{
-        future::Core,
+        future::{Core, CoreRef},
         many::{AsCompleted, Next, ReturnWhen, wait_many},
-        sync::Arc,
+        shared::Shared,
         time::Deadline,
     },
     status::*,
@@ -37,11 +37,15 @@ unsafe fn futures<'a>(fs: *const *mut cf_future, n: usize) -> Result<Vec<&'a Cor
     }
     // SAFETY: non-NULL and `n` readable entries, by the caller's guarantee.
     let entries = unsafe { std::slice::from_raw_parts(fs, n) };
-    entries
-        .iter()
-        // SAFETY: each entry is NULL or a live handle.
-        .map(|&f| unsafe { future_ref(f) }.ok_or(CF_INVALID_ARGUMENT))
-        .collect()
+    // Check every entry before allocating, so that a bad argument is reported as such.
+    if entries.iter().any(|f| f.is_null()) {
+        return Err(CF_INVALID_ARGUMENT);
+    }
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| CF_NO_MEMORY)?;
+    // SAFETY: each entry is a live handle (non-NULL, checked above).
+    out.extend(entries.iter().filter_map(|&f| unsafe { future_ref(f) }));
+    Ok(out)
 }
 
 /// Waits until some or all of `n` futures are done: Python's `concurrent.futures.wait`.
@@ -55,7 +59,9 @@ unsafe fn futures<'a>(fs: *const *mut cf_future, n: usize) -> Result<Vec<&'a Cor
 /// at return and `*n_done` (when `n_done` is not NULL) counts the done entries of `fs`
 /// (duplicates counted each time). `n == 0` returns `CF_OK` at once (`fs` may then be
 /// NULL). Returns `CF_INVALID_ARGUMENT`, writing nothing, for a NULL `fs` with `n > 0`,
-/// a NULL entry, an unknown `when`, or a NaN timeout.
+/// a NULL entry, an unknown `when`, or a NaN timeout; `CF_NO_MEMORY`, writing nothing and
+/// leaving no registration behind, when its bookkeeping (O(n), made before it waits)
+/// cannot be allocated. A future whose outcome is `CF_NO_MEMORY` counts as an exception.
 ///
 /// The wait is event-driven and costs O(n): the thread sleeps until one of its futures
 /// completes. On a thread-pool worker it runs queued tasks of its pool meanwhile.
@@ -78,7 +84,7 @@ pub unsafe extern "C" fn cf_wait(
         let Some(deadline) = Deadline::from_timeout(timeout) else { return CF_INVALID_ARGUMENT };
         // SAFETY: `fs` is NULL or `n` entries (contract).
         let fs = try_status!(unsafe { futures(fs, n) });
-        let ok = wait_many(&fs, when, deadline);
+        let Ok(ok) = wait_many(&fs, when, deadline) else { return CF_NO_MEMORY };
         let mut count = 0;
         for (i, f) in fs.iter().enumerate() {
             let d = f.is_done();
@@ -114,7 +120,8 @@ pub struct cf_as_completed {
 /// references at once. The time limit `timeout` counts from this call. On `CF_OK`,
 /// `*out` is a new iterator, freed with `cf_as_completed_free`. Returns
 /// `CF_INVALID_ARGUMENT` for NULL `out`, a NULL `fs` with `n > 0`, a NULL entry, or a NaN
-/// timeout. Creating it costs O(n).
+/// timeout; `CF_NO_MEMORY` (nothing kept, nothing registered) when memory runs out.
+/// Creating it costs O(n) and allocates everything the iteration needs.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_as_completed_new(
     fs: *const *mut cf_future,
@@ -127,14 +134,17 @@ pub unsafe extern "C" fn cf_as_completed_new(
         let Some(deadline) = Deadline::from_timeout(timeout) else { return CF_INVALID_ARGUMENT };
         // SAFETY: `fs` is NULL or `n` entries (contract).
         let borrowed = try_status!(unsafe { futures(fs, n) });
-        let owned: Vec<Arc<_>> = borrowed
-            .iter()
-            // SAFETY: each is a live handle, checked above.
-            .map(|c| unsafe { future_clone((*c as *const Core).cast()) })
-            .collect();
-        let it = cf_as_completed { inner: AsCompleted::new(owned, deadline) };
+        let mut owned: Vec<CoreRef> = Vec::new();
+        if owned.try_reserve_exact(borrowed.len()).is_err() {
+            return CF_NO_MEMORY;
+        }
+        // SAFETY: each is a live handle, checked above.
+        owned.extend(borrowed.iter().map(|c| unsafe { future_clone((*c as *const Core).cast()) }));
+        let Ok(inner) = AsCompleted::new(owned, deadline) else { return CF_NO_MEMORY };
+        // Dropping the iterator when the box cannot be made undoes everything it did.
+        let Ok(it) = try_box_into_raw(cf_as_completed { inner }) else { return CF_NO_MEMORY };
         // SAFETY: `out` is non-NULL and writable (contract).
-        unsafe { *out = box_into_raw(it) };
+        unsafe { *out = it };
         CF_OK
     }
 }
@@ -163,7 +173,7 @@ pub unsafe extern "C" fn cf_as_completed_next(
             Next::Yield(core) => {
                 // SAFETY: `f` is non-NULL and writable; the pointer stays valid while the
                 // iterator holds its reference.
-                unsafe { *f = Arc::as_ptr(core) as *mut cf_future };
+                unsafe { *f = Shared::as_ptr(core) as *mut cf_future };
                 CF_OK
             }
             Next::Timeout => CF_TIMEOUT,

@@ -4,10 +4,14 @@
 //! or initializer being run (nested runs, e.g. a worker that helps while it waits, or a
 //! done callback fired from inside a task, save and restore the outer context).
 
-use super::sync::thread_local;
+use super::{
+    shared::try_cstring,
+    sync::thread_local,
+    task::{Message, RAISE_NO_MEMORY_MESSAGE},
+};
 use std::{
     cell::Cell,
-    ffi::{CStr, CString, c_char, c_int},
+    ffi::{CStr, c_char, c_int},
     panic::{AssertUnwindSafe, catch_unwind},
     ptr,
 };
@@ -16,7 +20,7 @@ use std::{
 #[derive(Debug, Default)]
 pub(crate) struct Raised {
     pub(crate) code: c_int,
-    pub(crate) message: Option<CString>,
+    pub(crate) message: Option<Message>,
 }
 
 thread_local! {
@@ -92,7 +96,9 @@ pub(crate) unsafe fn raise(code: c_int, message: *const c_char) {
         None
     } else {
         // SAFETY: the caller guarantees a NUL-terminated string.
-        Some(unsafe { CStr::from_ptr(message) }.to_owned())
+        let bytes = unsafe { CStr::from_ptr(message) }.to_bytes();
+        // Out of memory for the copy: a fixed message says so (the code is kept).
+        Some(try_cstring(bytes).map_or(Message::Static(RAISE_NO_MEMORY_MESSAGE), Message::Owned))
     };
     // SAFETY: `slot` points at the `Option<Raised>` on the stack of `call_task`, which is
     // still running on this thread (it restores the previous pointer before returning).

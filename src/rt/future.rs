@@ -41,7 +41,8 @@
 
 use super::{
     context,
-    sync::{Arc, AtomicU32, Ordering, RawLock, Thread, UnsafeCell, thread},
+    shared::{Shared, try_box},
+    sync::{AtomicU32, Ordering, RawLock, Thread, UnsafeCell, thread},
     task::{Outcome, Task},
     time::Deadline,
     waiter::{WaitSet, block_on},
@@ -82,7 +83,7 @@ pub(crate) enum Listener {
     /// A thread blocked on this future alone.
     Unpark(Thread),
     /// A multi-future wait (`cf_wait`, `cf_as_completed`), with this future's index there.
-    Notify(Arc<WaitSet>, usize),
+    Notify(Shared<WaitSet>, usize),
     /// A done callback with its userdata.
     Callback(CallbackFn, *mut c_void),
 }
@@ -101,20 +102,12 @@ struct Node {
 
 /// A node on the heap, or the listener back when there is no memory for it.
 fn try_node(listener: Listener) -> Result<*mut Node, Listener> {
-    let layout = std::alloc::Layout::new::<Node>();
-    // SAFETY: `Node` is not zero-sized.
-    let p = unsafe { std::alloc::alloc(layout) }.cast::<Node>();
-    if p.is_null() {
-        return Err(listener);
-    }
-    // SAFETY: freshly allocated for a `Node`; `free_node` gives it back as a `Box`.
-    unsafe {
-        p.write(Node {
-            listener,
-            next: std::ptr::null_mut(),
-        })
-    };
-    Ok(p)
+    try_box(Node {
+        listener,
+        next: std::ptr::null_mut(),
+    })
+    .map(Box::into_raw)
+    .map_err(|n| n.listener)
 }
 
 /// Takes a node back (from `try_node`) and returns its listener.
@@ -122,11 +115,23 @@ fn try_node(listener: Listener) -> Result<*mut Node, Listener> {
 /// # Safety
 /// `p` came from `try_node` and is no longer linked anywhere.
 unsafe fn free_node(p: *mut Node) -> Listener {
-    // SAFETY: allocated with the global allocator and `Node`'s layout, as a `Box` is.
+    // SAFETY: made by `Box::into_raw` in `try_node`.
     unsafe { Box::from_raw(p) }.listener
 }
 
-/// The shared state of one future. Handles to it are `Arc<Core>`.
+/// A counted reference to a future's core: what `cf_future *` handles, queues and
+/// iterators hold (see `rt::shared`).
+pub(crate) type CoreRef = Shared<Core>;
+
+/// Why `Core::try_add_listener` did not register a listener (the listener is dropped).
+pub(crate) enum NotAdded {
+    /// The future is already done: act on it now.
+    Done,
+    /// No memory for the listener's node: nothing was registered.
+    NoMemory,
+}
+
+/// The shared state of one future. Handles to it are `CoreRef`s.
 pub(crate) struct Core {
     state: AtomicU32,
     /// Guards `listeners`.
@@ -164,23 +169,32 @@ impl Drop for Core {
 unsafe impl Send for Listener {}
 
 impl Core {
-    fn with_slot(slot: Slot) -> Arc<Core> {
-        Arc::new(Core {
+    /// The one allocation of a future; `None` (the slot dropped) when memory runs out.
+    fn with_slot(slot: Slot) -> Option<CoreRef> {
+        Shared::try_new(Core {
             state: AtomicU32::new(PENDING),
             lock: RawLock::new(),
             listeners: UnsafeCell::new(std::ptr::null_mut()),
             slot: UnsafeCell::new(slot),
         })
+        .ok()
     }
 
-    /// A pending future that will run `task`.
-    pub(crate) fn with_task(task: Task) -> Arc<Core> {
+    /// A pending future that will run `task`; `None` (the task dropped, never run) when
+    /// memory runs out.
+    pub(crate) fn with_task(task: Task) -> Option<CoreRef> {
         Self::with_slot(Slot::Task(task))
     }
 
-    /// A pending promise (completed by the caller).
-    pub(crate) fn promise() -> Arc<Core> {
+    /// A pending promise (completed by the caller); `None` when memory runs out.
+    pub(crate) fn try_promise() -> Option<CoreRef> {
         Self::with_slot(Slot::Empty)
+    }
+
+    /// A pending promise, for tests, which do not run out of memory.
+    #[cfg(test)]
+    pub(crate) fn promise() -> CoreRef {
+        Self::try_promise().expect("out of memory in a test")
     }
 
     /// The current phase.
@@ -329,41 +343,52 @@ impl Core {
         true
     }
 
-    /// Unlinks the whole list and returns its listeners, oldest first.
-    fn take_listeners(&self) -> Vec<Listener> {
+    /// Unlinks the whole list and returns it oldest first (relinked in place: completing
+    /// a future never allocates).
+    fn take_listeners(&self) -> *mut Node {
         let guard = self.lock.lock();
         // SAFETY: the lock is held.
         let mut p = self
             .listeners
             .with_mut(|h| unsafe { mem::replace(&mut *h, std::ptr::null_mut()) });
         drop(guard);
-        let mut out = Vec::new();
+        let mut oldest_first = std::ptr::null_mut();
         while !p.is_null() {
-            // SAFETY: every node in the list came from `try_node`; it is unlinked now.
-            let next = unsafe { (*p).next };
-            // SAFETY: as above.
-            out.push(unsafe { free_node(p) });
-            p = next;
+            // SAFETY: every node in the list came from `try_node`; the list is ours now.
+            unsafe {
+                let next = (*p).next;
+                (*p).next = oldest_first;
+                oldest_first = p;
+                p = next;
+            }
         }
-        out.reverse();
-        out
+        oldest_first
     }
 
     /// Drains the listeners of a done future: wakes blocked threads and multi-waits
     /// first, then runs callbacks in registration order, outside any lock.
     fn fire(&self) {
-        let listeners = self.take_listeners();
-        for l in &listeners {
-            match l {
-                Listener::Unpark(t) => t.unpark(),
-                Listener::Notify(set, index) => set.notify(*index),
-                Listener::Callback(..) => {}
+        let list = self.take_listeners();
+        let mut p = list;
+        while !p.is_null() {
+            // SAFETY: our unlinked list, whose nodes stay alive until freed below.
+            unsafe {
+                match &(*p).listener {
+                    Listener::Unpark(t) => t.unpark(),
+                    Listener::Notify(set, index) => set.notify(*index),
+                    Listener::Callback(..) => {}
+                }
+                p = (*p).next;
             }
         }
-        for l in listeners {
-            if let Listener::Callback(f, userdata) = l {
+        let mut p = list;
+        while !p.is_null() {
+            // SAFETY: as above; each node is freed once, here, after its last use.
+            let next = unsafe { (*p).next };
+            if let Listener::Callback(f, userdata) = unsafe { free_node(p) } {
                 self.call(f, userdata);
             }
+            p = next;
         }
     }
 
@@ -374,12 +399,18 @@ impl Core {
         context::call_callback(|| unsafe { f(me, userdata) });
     }
 
-    /// Registers a listener. `Err` gives it back when the future is already done.
-    pub(crate) fn add_listener(&self, l: Listener) -> Result<(), Listener> {
-        match try_node(l) {
-            Ok(node) => self.link(node),
-            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<Node>()),
-        }
+    /// Registers a listener, unless the future is already done or there is no memory for
+    /// its node (then nothing is registered; a done future is reported as done, since the
+    /// caller can act on it without registering).
+    pub(crate) fn try_add_listener(&self, l: Listener) -> Result<(), NotAdded> {
+        let Ok(node) = try_node(l) else {
+            return Err(if self.is_done() {
+                NotAdded::Done
+            } else {
+                NotAdded::NoMemory
+            });
+        };
+        self.link(node).map_err(|_| NotAdded::Done)
     }
 
     /// Links `node` unless the future is done; `Err` gives its listener back then.
@@ -405,15 +436,16 @@ impl Core {
     }
 
     /// Removes the multi-wait registration `(set, index)`, if it is still registered.
-    pub(crate) fn remove_notify(&self, set: &Arc<WaitSet>, index: usize) {
+    pub(crate) fn remove_notify(&self, set: &Shared<WaitSet>, index: usize) {
         self.remove_listener(
-            |l| matches!(l, Listener::Notify(s, i) if *i == index && Arc::ptr_eq(s, set)),
+            |l| matches!(l, Listener::Notify(s, i) if *i == index && Shared::ptr_eq(s, set)),
         );
     }
 
-    /// Whether the future finished with a failure (`CF_TASK_FAILED` or `CF_BROKEN`).
+    /// Whether the future finished with a failure (`CF_TASK_FAILED`, `CF_BROKEN`, or an
+    /// outcome lost to memory exhaustion).
     pub(crate) fn failed(&self) -> bool {
-        matches!(self.outcome(), Some(Outcome::Failed(_)))
+        self.outcome().is_some_and(|o| o.error().is_some())
     }
 
     /// Removes the first listener that `matches`, if it is still registered.
@@ -475,8 +507,11 @@ impl Core {
         }
         let me = thread::current();
         let id = me.id();
-        if self.add_listener(Listener::Unpark(me)).is_err() {
-            return true;
+        match self.try_add_listener(Listener::Unpark(me)) {
+            Ok(()) => {}
+            Err(NotAdded::Done) => return true,
+            // No room to register: poll instead, which needs no memory.
+            Err(NotAdded::NoMemory) => return self.poll_until_done(deadline),
         }
         let done = block_on(deadline, || self.is_done());
         if !done {
@@ -484,11 +519,30 @@ impl Core {
         }
         done
     }
+
+    /// Waits without registering (when memory ran out for a registration): sleeps in
+    /// steps of at most a millisecond and checks again.
+    fn poll_until_done(&self, deadline: Deadline) -> bool {
+        loop {
+            if self.is_done() {
+                return true;
+            }
+            let step = match deadline.remaining() {
+                Some(d) if d.is_zero() => return false,
+                Some(d) => d.min(POLL_STEP),
+                None => POLL_STEP,
+            };
+            thread::park_timeout(step);
+        }
+    }
 }
 
-#[cfg(all(test, cfutures_loom))]
+/// How long a wait that could not register sleeps between checks.
+const POLL_STEP: std::time::Duration = std::time::Duration::from_millis(1);
+
+#[cfg(test)]
 impl Core {
-    /// Listeners still registered (the loom models check that none is left behind).
+    /// Listeners still registered (the tests check that none is left behind).
     pub(crate) fn listener_count(&self) -> usize {
         let _guard = self.lock.lock();
         let mut n = 0;

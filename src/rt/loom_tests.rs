@@ -7,16 +7,19 @@
 //! that is not ordered after the write it may see (`UnsafeCell` tracking), and on any
 //! panic; each model then checks the outcome of the execution: who won, how many times
 //! each task and callback ran, that no listener is left registered, and the reference
-//! counts (`Arc` is std's under loom, see `rt::sync`, so they are checked explicitly).
+//! counts. Futures and wait sets are `rt::shared::Shared`s, whose count is a loom atomic
+//! and whose memory comes from loom's leak-tracking allocator (`rt::sync::alloc`): loom
+//! fails any execution that leaks one or frees one twice.
 //!
 //! Bookkeeping (how often a task or callback ran) uses std atomics: they observe the
 //! model from outside and add no interleavings (loom runs all model threads as
 //! coroutines on one OS thread, and each count is read only after every thread joined).
 
 use super::{
-    future::{Core, Phase},
+    future::{Core, CoreRef, Phase},
     many::{AsCompleted, Next, ReturnWhen, wait_many},
     pool::{Config, Pool, Runner},
+    shared::Shared,
     sync::{Arc, thread},
     task::{Failure, Outcome, Task},
     time::Deadline,
@@ -28,10 +31,7 @@ use crate::{
 use std::{
     ffi::c_void,
     ptr,
-    sync::{
-        Weak,
-        atomic::{AtomicUsize as Count, Ordering::SeqCst},
-    },
+    sync::atomic::{AtomicUsize as Count, Ordering::SeqCst},
 };
 
 /// Runs `f` under loom and prints how many executions were explored. The preemption
@@ -186,7 +186,7 @@ fn loom_future_finish_vs_cancel_vs_callback_and_wait() {
         }
         assert_eq!(count_of(&calls), 1);
         assert_eq!(f.listener_count(), 0);
-        assert_eq!(Arc::strong_count(&f), 1);
+        assert_eq!(Shared::strong_count(&f), 1);
     });
 }
 
@@ -198,7 +198,7 @@ fn loom_future_worker_start_vs_cancel_with_waiter() {
     model(|| {
         let runs = counter();
         let calls = counter();
-        let f = Core::with_task(Task::Call(count_task, as_arg(&runs)));
+        let f = Core::with_task(Task::Call(count_task, as_arg(&runs))).unwrap();
         let worker = {
             let f = f.clone();
             thread::spawn(move || {
@@ -275,13 +275,13 @@ fn loom_future_double_finish() {
 /// main thread drops its reference as soon as both are spawned. Whichever thread drops
 /// last frees the core, exactly once (the outcome owns a heap `Failure`: a double drop
 /// would be a double free) and never while in use: the callback reads the outcome, and
-/// the last drop happens after that (the `Weak` is dead only after both threads joined).
+/// the last drop happens after that. loom's allocation tracking (see the module comment)
+/// fails the execution if the core is never freed or freed twice.
 #[test]
 fn loom_future_release_racing_completion() {
     model(|| {
         let calls = counter();
         let f = Core::promise();
-        let weak: Weak<Core> = Arc::downgrade(&f);
         let finisher = {
             let f = f.clone();
             thread::spawn(move || {
@@ -301,10 +301,69 @@ fn loom_future_release_racing_completion() {
         finisher.join().unwrap();
         adder.join().unwrap();
         assert_eq!(count_of(&calls), 1);
-        assert!(
-            weak.upgrade().is_none(),
-            "the future outlived every reference"
-        );
+    });
+}
+
+/// The reference count itself (`rt::shared::Shared`, which every future handle is):
+/// three threads clone and drop, one of them through the raw-pointer round trip the C
+/// API uses (`cf_future_retain`/`_release`), while the main thread drops its own. The
+/// value is dropped exactly once, after every use (each thread reads it before its
+/// drop; the `Acquire` fence orders those reads before the drop), and loom's allocation
+/// tracking fails the execution on a leak or a double free.
+#[test]
+fn loom_shared_refcount_frees_exactly_once() {
+    /// Counts its drops; reading `value` after the free would be caught by loom's
+    /// tracked cell.
+    struct Probe {
+        drops: Arc<Count>,
+        value: super::sync::UnsafeCell<usize>,
+    }
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            // SAFETY: dropping: no other reference exists.
+            self.value.with_mut(|v| unsafe { *v = 0 });
+            self.drops.fetch_add(1, SeqCst);
+        }
+    }
+    fn read(p: &Probe) -> usize {
+        // SAFETY: only the drop writes, and it runs after every reference is gone.
+        p.value.with(|v| unsafe { *v })
+    }
+    model(|| {
+        let drops = counter();
+        let s = Shared::try_new(Probe {
+            drops: drops.clone(),
+            value: super::sync::UnsafeCell::new(9),
+        })
+        .ok()
+        .unwrap();
+        let t1 = {
+            let s = s.clone();
+            thread::spawn(move || {
+                let again = s.clone();
+                assert_eq!(read(&again), 9);
+                drop(s);
+                drop(again);
+            })
+        };
+        let t2 = {
+            let raw = Shared::into_raw(s.clone()) as usize;
+            thread::spawn(move || {
+                let p = raw as *const Probe;
+                // SAFETY: `raw` holds one reference (from `into_raw`), alive here.
+                unsafe { Shared::increment_strong_count(p) };
+                // SAFETY: two references are held through `p`; each is taken back once.
+                let (a, b) = unsafe { (Shared::from_raw(p), Shared::from_raw(p)) };
+                assert_eq!(read(&a), 9);
+                drop(a);
+                drop(b);
+            })
+        };
+        assert_eq!(read(&s), 9);
+        drop(s);
+        t1.join().unwrap();
+        t2.join().unwrap();
+        assert_eq!(count_of(&drops), 1);
     });
 }
 
@@ -327,16 +386,12 @@ fn loom_wait_many_all_completed() {
             let b = b.clone();
             thread::spawn(move || assert!(b.cancel()))
         };
-        assert!(wait_many(
-            &[&a, &b],
-            ReturnWhen::AllCompleted,
-            Deadline::FOREVER
-        ));
+        assert!(wait_many(&[&a, &b], ReturnWhen::AllCompleted, Deadline::FOREVER).unwrap());
         assert!(a.is_done() && b.is_done());
         t1.join().unwrap();
         t2.join().unwrap();
         assert_eq!((a.listener_count(), b.listener_count()), (0, 0));
-        assert_eq!((Arc::strong_count(&a), Arc::strong_count(&b)), (1, 1));
+        assert_eq!((Shared::strong_count(&a), Shared::strong_count(&b)), (1, 1));
     });
 }
 
@@ -348,16 +403,12 @@ fn loom_wait_many_all_completed() {
 fn loom_wait_many_first_completed_unregisters() {
     model(|| {
         let (a, b) = (Core::promise(), Core::promise());
-        let spawn_finish = |f: &Arc<Core>| {
+        let spawn_finish = |f: &CoreRef| {
             let f = f.clone();
             thread::spawn(move || assert!(f.finish(value(1)).is_ok()))
         };
         let (t1, t2) = (spawn_finish(&a), spawn_finish(&b));
-        assert!(wait_many(
-            &[&a, &b],
-            ReturnWhen::FirstCompleted,
-            Deadline::FOREVER
-        ));
+        assert!(wait_many(&[&a, &b], ReturnWhen::FirstCompleted, Deadline::FOREVER).unwrap());
         assert!(a.is_done() || b.is_done());
         t1.join().unwrap();
         t2.join().unwrap();
@@ -380,13 +431,13 @@ fn loom_as_completed_yields_each_once() {
             let b = b.clone();
             thread::spawn(move || assert!(b.cancel()))
         };
-        let mut it = AsCompleted::new(vec![a.clone(), b.clone()], Deadline::FOREVER);
+        let mut it = AsCompleted::new(vec![a.clone(), b.clone()], Deadline::FOREVER).unwrap();
         let mut seen = [0usize; 2];
         loop {
             match it.next() {
                 Next::Yield(f) => {
                     assert!(f.is_done());
-                    seen[usize::from(!Arc::ptr_eq(f, &a))] += 1;
+                    seen[usize::from(!Shared::ptr_eq(f, &a))] += 1;
                 }
                 Next::End => break,
                 Next::Timeout => panic!("timeout without a deadline"),
@@ -407,7 +458,7 @@ fn loom_as_completed_yields_each_once() {
 fn loom_as_completed_registered_then_completed() {
     model(|| {
         let (a, b) = (Core::promise(), Core::promise());
-        let mut it = AsCompleted::new(vec![a.clone(), b.clone()], Deadline::FOREVER);
+        let mut it = AsCompleted::new(vec![a.clone(), b.clone()], Deadline::FOREVER).unwrap();
         let t1 = {
             let a = a.clone();
             thread::spawn(move || assert!(a.finish(value(1)).is_ok()))
@@ -421,7 +472,7 @@ fn loom_as_completed_registered_then_completed() {
             match it.next() {
                 Next::Yield(f) => {
                     assert!(f.is_done());
-                    seen[usize::from(!Arc::ptr_eq(f, &a))] += 1;
+                    seen[usize::from(!Shared::ptr_eq(f, &a))] += 1;
                 }
                 Next::End => break,
                 Next::Timeout => panic!("timeout without a deadline"),
@@ -443,24 +494,24 @@ fn loom_as_completed_registered_then_completed() {
 fn loom_as_completed_timeout_vs_completion() {
     model(|| {
         let (a, b) = (Core::promise(), Core::promise());
-        let spawn_finish = |f: &Arc<Core>| {
+        let spawn_finish = |f: &CoreRef| {
             let f = f.clone();
             thread::spawn(move || assert!(f.finish(value(1)).is_ok()))
         };
         let (t1, t2) = (spawn_finish(&a), spawn_finish(&b));
-        let mut it = AsCompleted::new(vec![a.clone(), b.clone()], expired());
+        let mut it = AsCompleted::new(vec![a.clone(), b.clone()], expired()).unwrap();
         let mut seen = [0usize; 2];
         // Until `Timeout` or `End`.
         while let Next::Yield(f) = it.next() {
             assert!(f.is_done());
-            seen[usize::from(!Arc::ptr_eq(f, &a))] += 1;
+            seen[usize::from(!Shared::ptr_eq(f, &a))] += 1;
         }
         assert!(seen[0] <= 1 && seen[1] <= 1, "yielded twice: {seen:?}");
         drop(it);
         t1.join().unwrap();
         t2.join().unwrap();
         assert_eq!((a.listener_count(), b.listener_count()), (0, 0));
-        assert_eq!((Arc::strong_count(&a), Arc::strong_count(&b)), (1, 1));
+        assert_eq!((Shared::strong_count(&a), Shared::strong_count(&b)), (1, 1));
     });
 }
 
@@ -483,7 +534,10 @@ fn loom_pool_submit_while_worker_goes_to_sleep() {
         assert_eq!(p.worker_count(), 0);
         assert_eq!((count_of(&r1), count_of(&r2)), (1, 1));
         assert_eq!((value_of(&f1), value_of(&f2)), (Some(7), Some(7)));
-        assert_eq!((Arc::strong_count(&f1), Arc::strong_count(&f2)), (1, 1));
+        assert_eq!(
+            (Shared::strong_count(&f1), Shared::strong_count(&f2)),
+            (1, 1)
+        );
     });
 }
 
@@ -555,7 +609,7 @@ fn loom_pool_worker_helps_while_waiting() {
         let waiting = p
             .submit(Task::Call(
                 wait_task,
-                Arc::as_ptr(&promise).cast_mut().cast(),
+                Shared::as_ptr(&promise).cast_mut().cast(),
             ))
             .unwrap();
         let other = p.submit(Task::Call(count_task, as_arg(&runs))).unwrap();
@@ -581,7 +635,7 @@ fn loom_pool_worker_helps_run_what_it_waits_for() {
     model(|| {
         let p = pool(1);
         let promise = Core::promise();
-        let arg = || Arc::as_ptr(&promise).cast_mut().cast();
+        let arg = || Shared::as_ptr(&promise).cast_mut().cast();
         let waiting = p.submit(Task::Call(wait_task, arg())).unwrap();
         let finishing = p.submit(Task::Call(finish_task, arg())).unwrap();
         assert!(waiting.wait(Deadline::FOREVER));

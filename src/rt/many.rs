@@ -6,12 +6,12 @@
 //! n futures cost O(n) in total (registration, one notification each, removal of the
 //! registrations left when the waiter gives up). Removal happens before the waiter
 //! returns or the iterator is freed; a completion racing with it finds the listener
-//! already taken or pushes into a set that is still alive (the `Arc` keeps it), so no
+//! already taken or pushes into a set that is still alive (its `Shared` count keeps it), so no
 //! late wake-up lands in freed memory.
 
 use super::{
-    future::{Core, Listener},
-    sync::Arc,
+    future::{Core, CoreRef, Listener, NotAdded},
+    shared::Shared,
     time::Deadline,
     waiter::WaitSet,
 };
@@ -25,23 +25,58 @@ pub(crate) enum ReturnWhen {
     AllCompleted,
 }
 
-/// The distinct futures of `fs`, first occurrence first.
-fn distinct<'a, T: AsRef<Core> + ?Sized>(fs: impl Iterator<Item = &'a T>) -> Vec<&'a T> {
-    let mut seen = HashSet::new();
-    fs.filter(|f| seen.insert(f.as_ref() as *const Core))
-        .collect()
+/// Memory ran out while setting up a wait; nothing is left registered.
+#[derive(Debug)]
+pub(crate) struct NoMemory;
+
+/// An empty vector with room for `n` items, so that pushing them never allocates.
+fn room<T>(n: usize) -> Result<Vec<T>, NoMemory> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| NoMemory)?;
+    Ok(v)
 }
 
-impl AsRef<Core> for Core {
-    fn as_ref(&self) -> &Core {
-        self
-    }
+/// `n` false flags.
+fn flags(n: usize) -> Result<Vec<bool>, NoMemory> {
+    let mut v = room(n)?;
+    v.resize(n, false);
+    Ok(v)
+}
+
+/// A set of future addresses with room for `n`, to find duplicates.
+fn seen_set(n: usize) -> Result<HashSet<*const Core>, NoMemory> {
+    let mut seen = HashSet::new();
+    seen.try_reserve(n).map_err(|_| NoMemory)?;
+    Ok(seen)
+}
+
+/// The distinct futures of `fs`, first occurrence first.
+fn distinct<'a>(fs: &[&'a Core]) -> Result<Vec<&'a Core>, NoMemory> {
+    let mut seen = seen_set(fs.len())?;
+    let mut out = room(fs.len())?;
+    out.extend(
+        fs.iter()
+            .copied()
+            .filter(|&f| seen.insert(f as *const Core)),
+    );
+    Ok(out)
+}
+
+/// A wait set with room for `n` notifications (see `WaitSet::with_capacity`).
+fn wait_set(n: usize) -> Result<Shared<WaitSet>, NoMemory> {
+    let set = WaitSet::with_capacity(n).ok_or(NoMemory)?;
+    Shared::try_new(set).map_err(|_| NoMemory)
 }
 
 /// Blocks until the condition `when` holds for `fs` (true) or the deadline passes
-/// (false). Duplicates count once.
-pub(crate) fn wait_many(fs: &[&Core], when: ReturnWhen, deadline: Deadline) -> bool {
-    let fs = distinct(fs.iter().copied());
+/// (false). Duplicates count once. `Err` when memory runs out before the wait starts
+/// (no registration is left behind); once registered, the wait needs no more memory.
+pub(crate) fn wait_many(
+    fs: &[&Core],
+    when: ReturnWhen,
+    deadline: Deadline,
+) -> Result<bool, NoMemory> {
+    let fs = distinct(fs)?;
     let total = fs.len();
     let mut done = 0usize;
     let mut failed = false;
@@ -50,7 +85,7 @@ pub(crate) fn wait_many(fs: &[&Core], when: ReturnWhen, deadline: Deadline) -> b
         ReturnWhen::FirstException => failed || done == total,
         ReturnWhen::AllCompleted => done == total,
     };
-    let mut pending = Vec::new();
+    let mut pending = room(total)?;
     for (i, f) in fs.iter().enumerate() {
         if f.is_done() {
             done += 1;
@@ -60,23 +95,35 @@ pub(crate) fn wait_many(fs: &[&Core], when: ReturnWhen, deadline: Deadline) -> b
         }
     }
     if satisfied(done, failed) {
-        return true;
+        return Ok(true);
     }
     if deadline.expired() {
-        return false;
+        return Ok(false);
     }
-    let set = Arc::new(WaitSet::new());
-    let mut registered = vec![false; total];
+    let set = wait_set(pending.len())?;
+    let mut registered = flags(total)?;
+    // At most one notification per registration reaches `fired`.
+    let mut fired = room(pending.len())?;
+    let unregister = |registered: &[bool]| {
+        for (i, f) in fs.iter().enumerate() {
+            if registered[i] {
+                f.remove_notify(&set, i);
+            }
+        }
+    };
     for &i in &pending {
-        match fs[i].add_listener(Listener::Notify(Arc::clone(&set), i)) {
+        match fs[i].try_add_listener(Listener::Notify(set.clone(), i)) {
             Ok(()) => registered[i] = true,
-            Err(_) => {
+            Err(NotAdded::Done) => {
                 done += 1;
                 failed |= fs[i].failed();
             }
+            Err(NotAdded::NoMemory) => {
+                unregister(&registered);
+                return Err(NoMemory);
+            }
         }
     }
-    let mut fired = Vec::new();
     let ok = loop {
         set.drain_into(&mut fired);
         for i in fired.drain(..) {
@@ -97,18 +144,14 @@ pub(crate) fn wait_many(fs: &[&Core], when: ReturnWhen, deadline: Deadline) -> b
             break satisfied(done, failed);
         }
     };
-    for (i, f) in fs.iter().enumerate() {
-        if registered[i] {
-            f.remove_notify(&set, i);
-        }
-    }
-    ok
+    unregister(&registered);
+    Ok(ok)
 }
 
 /// The state of one `cf_as_completed` iteration.
 pub(crate) struct AsCompleted {
-    futures: Vec<Arc<Core>>,
-    set: Arc<WaitSet>,
+    futures: Vec<CoreRef>,
+    set: Shared<WaitSet>,
     ready: VecDeque<usize>,
     registered: Vec<bool>,
     remaining: usize,
@@ -117,44 +160,52 @@ pub(crate) struct AsCompleted {
 
 /// What `AsCompleted::next` found.
 pub(crate) enum Next<'a> {
-    Yield(&'a Arc<Core>),
+    Yield(&'a CoreRef),
     Timeout,
     End,
 }
 
 impl AsCompleted {
     /// Starts iterating over the distinct futures of `fs`, holding a reference to each.
-    pub(crate) fn new(fs: Vec<Arc<Core>>, deadline: Deadline) -> AsCompleted {
-        let futures: Vec<Arc<Core>> = distinct(fs.iter()).into_iter().cloned().collect();
-        let set = Arc::new(WaitSet::new());
+    /// `Err` when memory runs out (nothing is left registered; the references in `fs`
+    /// are dropped). Everything the iteration needs later is allocated here.
+    pub(crate) fn new(mut fs: Vec<CoreRef>, deadline: Deadline) -> Result<AsCompleted, NoMemory> {
+        let mut seen = seen_set(fs.len())?;
+        fs.retain(|f| seen.insert(Shared::as_ptr(f)));
+        drop(seen);
+        let n = fs.len();
         let mut ready = VecDeque::new();
-        let mut registered = vec![false; futures.len()];
+        // Every index enters `ready` at most once.
+        ready.try_reserve_exact(n).map_err(|_| NoMemory)?;
+        let mut queued = flags(n)?;
+        let mut it = AsCompleted {
+            set: wait_set(n)?,
+            registered: flags(n)?,
+            remaining: n,
+            futures: fs,
+            ready,
+            deadline,
+        };
         // Those already done first, in array order; then every other one is registered.
-        // A future that completes between the two passes is caught by `add_listener`,
+        // A future that completes between the two passes is caught by `try_add_listener`,
         // which refuses a done future: it is queued then, so none is lost.
-        let mut queued = vec![false; futures.len()];
-        for (i, f) in futures.iter().enumerate() {
+        for (i, f) in it.futures.iter().enumerate() {
             if f.is_done() {
-                ready.push_back(i);
+                it.ready.push_back(i);
                 queued[i] = true;
             }
         }
-        for (i, f) in futures.iter().enumerate() {
+        for (i, f) in it.futures.iter().enumerate() {
             if !queued[i] {
-                match f.add_listener(Listener::Notify(Arc::clone(&set), i)) {
-                    Ok(()) => registered[i] = true,
-                    Err(_) => ready.push_back(i),
+                match f.try_add_listener(Listener::Notify(it.set.clone(), i)) {
+                    Ok(()) => it.registered[i] = true,
+                    Err(NotAdded::Done) => it.ready.push_back(i),
+                    // Dropping `it` removes the registrations made so far.
+                    Err(NotAdded::NoMemory) => return Err(NoMemory),
                 }
             }
         }
-        AsCompleted {
-            remaining: futures.len(),
-            futures,
-            set,
-            ready,
-            registered,
-            deadline,
-        }
+        Ok(it)
     }
 
     fn collect(&mut self) {
@@ -213,16 +264,16 @@ mod tests {
         let (a, b) = (Core::promise(), Core::promise());
         let fs = [&*a, &*b, &*a];
         let now = Deadline::from_timeout(0.0).unwrap();
-        assert!(!wait_many(&fs, ReturnWhen::FirstCompleted, now));
+        assert!(!wait_many(&fs, ReturnWhen::FirstCompleted, now).unwrap());
         assert!(b.cancel());
-        assert!(wait_many(&fs, ReturnWhen::FirstCompleted, now));
+        assert!(wait_many(&fs, ReturnWhen::FirstCompleted, now).unwrap());
         // A cancelled future is done but is not an exception.
-        assert!(!wait_many(&fs, ReturnWhen::FirstException, now));
+        assert!(!wait_many(&fs, ReturnWhen::FirstException, now).unwrap());
         let failure = Failure::new(CF_TASK_FAILED, 1, "x");
         assert!(a.finish(Outcome::Failed(failure)).is_ok());
-        assert!(wait_many(&fs, ReturnWhen::FirstException, now));
-        assert!(wait_many(&fs, ReturnWhen::AllCompleted, now));
-        assert!(wait_many(&[], ReturnWhen::AllCompleted, now));
+        assert!(wait_many(&fs, ReturnWhen::FirstException, now).unwrap());
+        assert!(wait_many(&fs, ReturnWhen::AllCompleted, now).unwrap());
+        assert!(wait_many(&[], ReturnWhen::AllCompleted, now).unwrap());
     }
 
     #[test]
@@ -230,11 +281,14 @@ mod tests {
         let fs: Vec<_> = (0..1000).map(|_| Core::promise()).collect();
         let refs: Vec<&Core> = fs.iter().map(|f| &**f).collect();
         // Time out first: every registration must be removed again.
-        assert!(!wait_many(
-            &refs,
-            ReturnWhen::AllCompleted,
-            Deadline::from_timeout(0.01).unwrap()
-        ));
+        assert!(
+            !wait_many(
+                &refs,
+                ReturnWhen::AllCompleted,
+                Deadline::from_timeout(0.01).unwrap()
+            )
+            .unwrap()
+        );
         let others = fs.clone();
         let t = std::thread::spawn(move || {
             for f in others.iter().rev() {
@@ -242,11 +296,7 @@ mod tests {
             }
         });
         let start = Instant::now();
-        assert!(wait_many(
-            &refs,
-            ReturnWhen::AllCompleted,
-            Deadline::FOREVER
-        ));
+        assert!(wait_many(&refs, ReturnWhen::AllCompleted, Deadline::FOREVER).unwrap());
         assert!(start.elapsed() < Duration::from_secs(30));
         t.join().unwrap();
     }
@@ -257,10 +307,10 @@ mod tests {
         assert!(fs[2].finish(value()).is_ok());
         let mut input = fs.clone();
         input.push(fs[0].clone()); // duplicate
-        let mut it = AsCompleted::new(input, Deadline::from_timeout(5.0).unwrap());
+        let mut it = AsCompleted::new(input, Deadline::from_timeout(5.0).unwrap()).unwrap();
         let mut order = Vec::new();
         let next = |it: &mut AsCompleted| match it.next() {
-            Next::Yield(f) => Some(fs.iter().position(|g| Arc::ptr_eq(f, g)).unwrap()),
+            Next::Yield(f) => Some(fs.iter().position(|g| Shared::ptr_eq(f, g)).unwrap()),
             _ => None,
         };
         order.push(next(&mut it));
@@ -277,7 +327,8 @@ mod tests {
     #[test]
     fn as_completed_times_out_and_frees_registrations() {
         let f = Core::promise();
-        let mut it = AsCompleted::new(vec![f.clone()], Deadline::from_timeout(0.02).unwrap());
+        let mut it =
+            AsCompleted::new(vec![f.clone()], Deadline::from_timeout(0.02).unwrap()).unwrap();
         assert!(matches!(it.next(), Next::Timeout));
         drop(it);
         // Completing after the iterator is gone touches nothing of it.

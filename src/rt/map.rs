@@ -2,10 +2,10 @@
 //! each), results read back in input order.
 
 use super::{
-    future::Core,
+    future::CoreRef,
     pool::{Pool, SubmitError},
     sync::Arc,
-    task::{ArgBuf, BytesFn, Chunk, Outcome, Slots, TaskFn},
+    task::{BytesFn, Outcome, TaskFn},
     time::Deadline,
 };
 use crate::{
@@ -37,7 +37,7 @@ pub(crate) enum Item {
 
 /// An ongoing map.
 pub(crate) struct MapIter {
-    chunks: Vec<Option<Arc<Core>>>,
+    chunks: Vec<Option<CoreRef>>,
     chunksize: usize,
     n: usize,
     /// Index of the next item, and its chunk and offset there.
@@ -67,45 +67,10 @@ impl MapIter {
             Items::Calls(_, v) => (v.len(), false),
             Items::Bytes(_, v) => (v.len(), true),
         };
-        let tasks: Vec<super::task::Task> = match items {
-            Items::Calls(f, args) if chunksize == 1 => {
-                let mut tasks = Vec::new();
-                tasks
-                    .try_reserve_exact(n)
-                    .map_err(|_| SubmitError::NoMemory)?;
-                tasks.extend(args.iter().map(|&a| super::task::Task::Call(f, a)));
-                tasks
-            }
-            Items::Bytes(f, inputs) if chunksize == 1 => inputs
-                .into_iter()
-                .map(|i| super::task::Task::Bytes(f, i))
-                .collect(),
-            Items::Calls(f, args) => {
-                let mut tasks = Vec::new();
-                tasks
-                    .try_reserve_exact(n.div_ceil(chunksize))
-                    .map_err(|_| SubmitError::NoMemory)?;
-                let buf = ArgBuf::try_copy(args).ok_or(SubmitError::NoMemory)?;
-                for start in (0..n).step_by(chunksize) {
-                    let slots = Slots::shared(&buf, start, chunksize.min(n - start));
-                    tasks.push(super::task::Task::Chunk(Box::new(Chunk::Calls(f, slots))));
-                }
-                tasks
-            }
-            Items::Bytes(f, inputs) => {
-                let mut tasks = Vec::with_capacity(n.div_ceil(chunksize));
-                let mut it = inputs.into_iter();
-                loop {
-                    let c: Box<[Box<[u8]>]> = it.by_ref().take(chunksize).collect();
-                    if c.is_empty() {
-                        break;
-                    }
-                    tasks.push(super::task::Task::Chunk(Box::new(Chunk::Bytes(f, c))));
-                }
-                tasks
-            }
-        };
-        chunks.reserve(tasks.len());
+        let tasks = super::task::tasks_of(items, chunksize).ok_or(SubmitError::NoMemory)?;
+        chunks
+            .try_reserve_exact(tasks.len())
+            .map_err(|_| SubmitError::NoMemory)?;
         for task in tasks {
             match pool.submit(task) {
                 Ok(core) => chunks.push(Some(core)),
@@ -269,6 +234,10 @@ impl MapIter {
                 match o {
                     None => Item::Failed(CF_CANCELLED, 0, std::ptr::null()),
                     Some(Outcome::Failed(e)) => Item::Failed(e.status, e.code, failure_message(e)),
+                    Some(d @ Outcome::Degraded(..)) => {
+                        let (status, code, message) = d.error().expect("an error outcome");
+                        Item::Failed(status, code, message)
+                    }
                     Some(Outcome::Value(v)) => Item::Ok(*v, 0),
                     Some(Outcome::Bytes(b)) => Item::Ok(b.ptr, b.len),
                     Some(Outcome::Chunk(_) | Outcome::Values(_)) => unreachable!("nested chunk"),

@@ -7,11 +7,15 @@ pub(crate) mod many;
 pub(crate) mod map;
 pub(crate) mod pool;
 pub(crate) mod process;
+pub(crate) mod shared;
 pub(crate) mod sync;
 pub(crate) mod task;
 pub(crate) mod time;
 pub(crate) mod waiter;
 
+/// Out-of-memory paths under a failing allocator.
+#[cfg(all(test, not(cfutures_loom)))]
+mod alloc_tests;
 /// Model checks of this module's protocols (`scripts/loom.sh`).
 #[cfg(all(test, cfutures_loom))]
 mod loom_tests;

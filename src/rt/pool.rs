@@ -23,12 +23,12 @@
 
 use super::{
     context::{UserError, call_task},
-    future::Core,
+    future::{Core, CoreRef},
     sync::{
         Arc, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, Thread, lock, statics, thread,
         thread_local,
     },
-    task::{Failure, Outcome, Task},
+    task::{Outcome, Task},
 };
 use crate::status::{CF_BROKEN, CF_INVALID_STATE, CF_OK, CF_OS_ERROR, CF_SHUTDOWN, cf_status};
 use crossbeam_utils::CachePadded;
@@ -122,10 +122,10 @@ pub(crate) enum Help {
 }
 
 /// A worker's batch: tasks it took from the queue at once and has not started yet.
-type Local = Arc<Mutex<VecDeque<Arc<Core>>>>;
+type Local = Arc<Mutex<VecDeque<CoreRef>>>;
 
 struct State {
-    queue: VecDeque<Arc<Core>>,
+    queue: VecDeque<CoreRef>,
     /// Every live worker's batch, for stealing, shutdown and breaking.
     locals: Vec<Local>,
     workers: usize,
@@ -210,8 +210,8 @@ impl Pool {
     }
 
     /// Queues a task; returns its future.
-    pub(crate) fn submit(self: &Arc<Self>, task: Task) -> Result<Arc<Core>, SubmitError> {
-        let core = Core::with_task(task);
+    pub(crate) fn submit(self: &Arc<Self>, task: Task) -> Result<CoreRef, SubmitError> {
+        let core = Core::with_task(task).ok_or(SubmitError::NoMemory)?;
         let mut st = lock(&self.state);
         if st.broken {
             return Err(SubmitError::Broken);
@@ -274,14 +274,14 @@ impl Pool {
     }
 
     /// Pops the next queued future (under the lock), keeping `queued` in step.
-    fn pop(&self, st: &mut State) -> Option<Arc<Core>> {
+    fn pop(&self, st: &mut State) -> Option<CoreRef> {
         let job = st.queue.pop_front();
         self.queued.store(st.queue.len(), Ordering::Relaxed);
         job
     }
 
     /// Takes every queued future, and every batched one (under the lock).
-    fn take_all(&self, st: &mut State) -> Vec<Arc<Core>> {
+    fn take_all(&self, st: &mut State) -> Vec<CoreRef> {
         self.queued.store(0, Ordering::Relaxed);
         let mut all: Vec<_> = st.queue.drain(..).collect();
         for local in &st.locals {
@@ -295,7 +295,7 @@ impl Pool {
     /// so that a burst of small tasks costs the worker one lock per batch instead of one
     /// per task. Batches stay visible: idle workers steal from them (`steal`), a waiting
     /// worker runs its own first (`help_once`), and shutdown and breaking drain them.
-    fn pop_batch(&self, st: &mut State, local: &Local) -> Option<Arc<Core>> {
+    fn pop_batch(&self, st: &mut State, local: &Local) -> Option<CoreRef> {
         let n = st.queue.len();
         let first = st.queue.pop_front();
         let per_worker = n / (2 * st.workers.max(1));
@@ -313,7 +313,7 @@ impl Pool {
     }
 
     /// Takes the oldest task from another worker's batch (under the lock), if any.
-    fn steal(&self, st: &State, mine: &Local) -> Option<Arc<Core>> {
+    fn steal(&self, st: &State, mine: &Local) -> Option<CoreRef> {
         st.locals
             .iter()
             .filter(|l| !Arc::ptr_eq(l, mine))
@@ -360,7 +360,7 @@ impl Pool {
     /// the next queued one, but only while no other worker is idle and no new one can be
     /// started (otherwise the task is better left to them than queued behind this
     /// worker's current task).
-    fn take_more(&self, local: &Local) -> Option<Arc<Core>> {
+    fn take_more(&self, local: &Local) -> Option<CoreRef> {
         let batched = lock(local).pop_front();
         batched.or_else(|| {
             let mut st = lock(&self.state);
@@ -374,7 +374,7 @@ impl Pool {
 
     /// For a worker about to publish its last outcome: its next task, or else it counts
     /// itself idle (before the outcome is visible, see the module comment).
-    fn next_or_idle(&self, local: &Local) -> Option<Arc<Core>> {
+    fn next_or_idle(&self, local: &Local) -> Option<CoreRef> {
         let batched = lock(local).pop_front();
         batched.or_else(|| {
             let mut st = lock(&self.state);
@@ -428,19 +428,19 @@ impl Pool {
     /// The OS refused a thread. With another worker alive, the task stays queued; with
     /// none, the submit fails and takes its task back, and any other task queued in the
     /// meantime (by submits that counted on the worker we could not start) is broken.
-    fn spawn_failed(&self, core: &Arc<Core>, e: io::Error) -> Result<(), SubmitError> {
+    fn spawn_failed(&self, core: &CoreRef, e: io::Error) -> Result<(), SubmitError> {
         let mut st = lock(&self.state);
         st.workers -= 1;
         st.idle -= 1;
         if st.workers > 0 {
             return Ok(());
         }
-        st.queue.retain(|f| !Arc::ptr_eq(f, core));
+        st.queue.retain(|f| !CoreRef::ptr_eq(f, core));
         let stranded = self.take_all(&mut st);
         drop(st);
         let message = format!("no worker thread could be started: {e}");
         for f in stranded {
-            let _ = f.finish(Outcome::Failed(Failure::new(CF_BROKEN, 0, &message)));
+            let _ = f.finish(Outcome::failed(CF_BROKEN, 0, &message));
         }
         Err(SubmitError::Os(e))
     }
@@ -473,7 +473,7 @@ impl Pool {
             t.unpark();
         }
         for f in queued {
-            let _ = f.finish(Outcome::Failed(Failure::new(CF_BROKEN, code, &message)));
+            let _ = f.finish(Outcome::failed(CF_BROKEN, code, &message));
         }
     }
 

@@ -353,6 +353,15 @@ fn encode_outcome(v: &mut Vec<u8>, o: &Outcome) {
                 None => v.push(0),
             }
         }
+        Outcome::Degraded(status, code) => {
+            let m = super::task::NO_MEMORY_MESSAGE.to_bytes();
+            v.push(O_FAILED);
+            v.extend_from_slice(&status.to_ne_bytes());
+            v.extend_from_slice(&code.to_ne_bytes());
+            v.push(1);
+            put_u64(v, m.len() as u64);
+            v.extend_from_slice(m);
+        }
         Outcome::Values(vals) => {
             v.push(O_VALUES);
             put_u64(v, vals.values.len() as u64);
@@ -429,7 +438,7 @@ fn decode_outcome(r: &mut Reader<'_>, depth: u32) -> io::Result<Outcome> {
                 0 => None,
                 1 => {
                     let n = r.usize()?;
-                    Some(CString::new(r.take(n)?).map_err(|_| malformed())?)
+                    Some(CString::new(r.take(n)?).map_err(|_| malformed())?.into())
                 }
                 _ => return Err(malformed()),
             };
@@ -1153,7 +1162,7 @@ impl ProcShared {
             let message = format!("{error} (while running its initializer)");
             return Err(StartError::InitFailed(UserError::Raised(Raised {
                 code: 0,
-                message: CString::new(message).ok(),
+                message: CString::new(message).ok().map(Into::into),
             })));
         }
         Err(StartError::Died(error))
@@ -1171,11 +1180,11 @@ impl ProcShared {
     pub(crate) fn drive(
         &self,
         pool: &Pool,
-        first: std::sync::Arc<super::future::Core>,
-        more: &mut dyn FnMut() -> Option<std::sync::Arc<super::future::Core>>,
-        last: &mut dyn FnMut() -> Option<std::sync::Arc<super::future::Core>>,
+        first: super::future::CoreRef,
+        more: &mut dyn FnMut() -> Option<super::future::CoreRef>,
+        last: &mut dyn FnMut() -> Option<super::future::CoreRef>,
     ) {
-        type Job = (std::sync::Arc<super::future::Core>, Task);
+        type Job = (super::future::CoreRef, Task);
         let mut w: Option<ProcWorker> =
             PROXY.with(|p| p.borrow_mut().as_mut().and_then(|x| x.worker.take()));
         let mut inflight: VecDeque<Job> = VecDeque::new();

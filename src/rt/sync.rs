@@ -15,10 +15,10 @@
 //! - `park_timeout` is a `yield_now`: loom has no clock. The engine re-checks its
 //!   condition and the deadline after every wake-up, so this models a timeout or a
 //!   spurious wake-up; models only use deadlines that never pass or have already passed.
-//! - `Arc` stays std's: the FFI layer (`ffi::handle`, `executor`) names `std::sync::Arc`
-//!   for the very `Arc<Core>`/`Arc<Pool>` the engine hands out, and `ffi::handle` needs
-//!   `Arc::increment_strong_count`, which loom's `Arc` lacks. The models check reference
-//!   counts explicitly instead (`Arc::strong_count`, `Weak`).
+//! - `Arc` stays std's: the FFI layer (`executor`) names `std::sync::Arc` for the very
+//!   `Arc<Pool>` the engine hands out. Futures are not `Arc`s but `rt::shared::Shared`,
+//!   whose count is one of the atomics above, so loom checks its protocol too; the
+//!   models check reference counts explicitly (`Shared::strong_count`).
 //! - `statics::AtomicUsize` is std's in both builds: loom's atomics cannot live in a
 //!   `static` (they belong to one execution), and the one such counter only numbers pools
 //!   for thread names.
@@ -27,7 +27,7 @@
 pub(crate) use std::{
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
-        atomic::{AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicUsize, Ordering, fence},
     },
     thread::{self, Thread},
     thread_local,
@@ -38,11 +38,19 @@ pub(crate) use loom::{
     cell::UnsafeCell,
     sync::{
         Condvar, MutexGuard,
-        atomic::{AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicUsize, Ordering, fence},
     },
 };
 #[cfg(cfutures_loom)]
 pub(crate) use loom_shim::{Mutex, thread, thread::Thread};
+
+#[cfg(cfutures_loom)]
+pub(crate) use loom::alloc::{alloc, dealloc};
+/// The allocator of `rt::shared::Shared`: std's, or loom's leak-tracking wrapper of it,
+/// so that every model fails an execution that leaks a future or a wait set (and one
+/// that frees an allocation twice).
+#[cfg(not(cfutures_loom))]
+pub(crate) use std::alloc::{alloc, dealloc};
 #[cfg(cfutures_loom)]
 pub(crate) use std::sync::Arc;
 

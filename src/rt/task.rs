@@ -3,11 +3,12 @@
 
 use super::{
     context::{UserError, call_each, call_task},
-    sync::Arc,
+    map::Items,
+    shared::{Shared, try_box, try_cstring},
 };
-use crate::status::{CF_TASK_FAILED, cf_status};
+use crate::status::{CF_NO_MEMORY, CF_TASK_FAILED, cf_status};
 use std::{
-    ffi::{CString, c_int, c_void},
+    ffi::{CStr, CString, c_char, c_int, c_void},
     ops::Deref,
     ptr::NonNull,
 };
@@ -56,32 +57,72 @@ impl Drop for MallocBuf {
     }
 }
 
+/// The message of an error outcome when memory ran out while recording the outcome
+/// (see `Outcome::Degraded`).
+pub(crate) const NO_MEMORY_MESSAGE: &CStr =
+    c"cfutures: out of memory while recording this outcome (the original message, if any, is lost)";
+
+/// The message of a `cf_raise` whose message could not be copied for lack of memory.
+pub(crate) const RAISE_NO_MEMORY_MESSAGE: &CStr =
+    c"cfutures: out of memory while copying the cf_raise message (the message is lost)";
+
+/// An error message: a copy the library owns, or a fixed text of its own (used when
+/// memory runs out, so that no allocation is needed).
+#[derive(Clone, Debug)]
+pub(crate) enum Message {
+    Owned(CString),
+    Static(&'static CStr),
+}
+
+impl Deref for Message {
+    type Target = CStr;
+
+    fn deref(&self) -> &CStr {
+        match self {
+            Message::Owned(s) => s,
+            Message::Static(s) => s,
+        }
+    }
+}
+
+impl From<CString> for Message {
+    fn from(s: CString) -> Message {
+        Message::Owned(s)
+    }
+}
+
+impl Message {
+    /// The bytes without the terminating NUL.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.to_bytes()
+    }
+}
+
 /// Why a future failed: `CF_TASK_FAILED` or `CF_BROKEN`, with the task's code and message.
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub(crate) status: cf_status,
     pub(crate) code: c_int,
-    pub(crate) message: Option<CString>,
+    pub(crate) message: Option<Message>,
 }
 
 impl Failure {
-    /// A failure with a message of our own.
+    /// A failure with a message of our own (aborts when memory runs out: for the process
+    /// pools' supervision, see `Outcome::failed` for the fallible form).
     pub(crate) fn new(status: cf_status, code: c_int, message: &str) -> Box<Failure> {
         Box::new(Failure {
             status,
             code,
-            message: CString::new(message.replace('\0', " ")).ok(),
+            message: CString::new(message.replace('\0', " "))
+                .ok()
+                .map(Message::Owned),
         })
     }
 
-    fn from_user(e: UserError) -> Box<Failure> {
+    fn from_user(e: UserError) -> Outcome {
         match e {
-            UserError::Raised(r) => Box::new(Failure {
-                status: CF_TASK_FAILED,
-                code: r.code,
-                message: r.message,
-            }),
-            UserError::Unwound => Failure::new(
+            UserError::Raised(r) => Outcome::failed_with(CF_TASK_FAILED, r.code, r.message),
+            UserError::Unwound => Outcome::failed(
                 CF_TASK_FAILED,
                 0,
                 "the task unwound (a panic or a C++ exception escaped it)",
@@ -105,6 +146,69 @@ pub(crate) enum Outcome {
     /// its failure (the items after it did not run). Contiguous, so that reading a chunk
     /// back costs an array index per item.
     Values(Box<Values>),
+    /// An error outcome that could not be recorded in full because memory ran out: the
+    /// status and code are kept (`CF_TASK_FAILED` or `CF_BROKEN` with the task's code, or
+    /// `CF_NO_MEMORY` with `ENOMEM` when a result could not be stored), the message is
+    /// `NO_MEMORY_MESSAGE`. Needs no allocation, so a future always finishes.
+    Degraded(cf_status, c_int),
+}
+
+impl Outcome {
+    /// The outcome for a result that could not be stored for lack of memory.
+    pub(crate) fn no_memory() -> Outcome {
+        Outcome::Degraded(CF_NO_MEMORY, libc::ENOMEM)
+    }
+
+    /// A failure with a message of our own; `Degraded` when memory runs out.
+    pub(crate) fn failed(status: cf_status, code: c_int, message: &str) -> Outcome {
+        match try_cstring(message.as_bytes()) {
+            Some(m) => Outcome::failed_with(status, code, Some(Message::Owned(m))),
+            None => Outcome::Degraded(status, code),
+        }
+    }
+
+    /// A failure with the given message; `Degraded` when memory runs out.
+    pub(crate) fn failed_with(status: cf_status, code: c_int, message: Option<Message>) -> Outcome {
+        match try_box(Failure {
+            status,
+            code,
+            message,
+        }) {
+            Ok(f) => Outcome::Failed(f),
+            Err(_) => Outcome::Degraded(status, code),
+        }
+    }
+
+    /// An error outcome's status, code and message (NULL if none; owned by the outcome or
+    /// static); `None` for a value.
+    pub(crate) fn error(&self) -> Option<(cf_status, c_int, *const c_char)> {
+        match self {
+            Outcome::Failed(e) => Some((e.status, e.code, e.message_ptr())),
+            Outcome::Degraded(status, code) => Some((*status, *code, NO_MEMORY_MESSAGE.as_ptr())),
+            _ => None,
+        }
+    }
+}
+
+impl Failure {
+    /// The message as a C string (NULL if none), owned by the failure.
+    pub(crate) fn message_ptr(&self) -> *const c_char {
+        self.message
+            .as_deref()
+            .map_or(std::ptr::null(), CStr::as_ptr)
+    }
+}
+
+/// `v` as a boxed slice without a reallocation that could abort: a vector with spare
+/// room is copied into an exact one instead of shrunk. `None` when memory runs out.
+fn exact<T>(mut v: Vec<T>) -> Option<Box<[T]>> {
+    if v.len() == v.capacity() {
+        return Some(v.into_boxed_slice());
+    }
+    let mut e = Vec::new();
+    e.try_reserve_exact(v.len()).ok()?;
+    e.append(&mut v);
+    Some(e.into_boxed_slice())
 }
 
 /// See `Outcome::Values`.
@@ -137,7 +241,7 @@ unsafe impl Sync for ArgBuf {}
 
 impl ArgBuf {
     /// A copy of `items`, or `None` when there is no memory for it.
-    pub(crate) fn try_copy(items: &[*mut c_void]) -> Option<Arc<ArgBuf>> {
+    pub(crate) fn try_copy(items: &[*mut c_void]) -> Option<Shared<ArgBuf>> {
         let bytes = std::mem::size_of_val(items);
         if bytes >= HUGE_COPY {
             // SAFETY: a fresh private anonymous mapping; checked below.
@@ -159,22 +263,25 @@ impl ArgBuf {
             let ptr = NonNull::new(p.cast::<*mut c_void>())?;
             // SAFETY: `bytes` writable bytes, not overlapping `items`.
             unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), ptr.as_ptr(), items.len()) };
-            return Some(Arc::new(ArgBuf {
+            // On failure the value comes back and its drop unmaps the copy.
+            return Shared::try_new(ArgBuf {
                 ptr,
                 len: items.len(),
                 mapped: true,
-            }));
+            })
+            .ok();
         }
         let mut v = Vec::new();
         v.try_reserve_exact(items.len()).ok()?;
         v.extend_from_slice(items);
         let b = Box::into_raw(v.into_boxed_slice());
-        Some(Arc::new(ArgBuf {
+        Shared::try_new(ArgBuf {
             // SAFETY: from `Box::into_raw`, never NULL.
             ptr: unsafe { NonNull::new_unchecked(b.cast::<*mut c_void>()) },
             len: items.len(),
             mapped: false,
-        }))
+        })
+        .ok()
     }
 }
 
@@ -206,7 +313,7 @@ impl Drop for ArgBuf {
 pub(crate) enum Slots {
     Owned(Box<[*mut c_void]>),
     Shared {
-        buf: Arc<ArgBuf>,
+        buf: Shared<ArgBuf>,
         start: usize,
         len: usize,
     },
@@ -214,10 +321,10 @@ pub(crate) enum Slots {
 
 impl Slots {
     /// The range `start..start + len` of `buf` (which must hold it).
-    pub(crate) fn shared(buf: &Arc<ArgBuf>, start: usize, len: usize) -> Slots {
+    pub(crate) fn shared(buf: &Shared<ArgBuf>, start: usize, len: usize) -> Slots {
         assert!(start + len <= buf.len, "range outside the map's inputs");
         Slots::Shared {
-            buf: Arc::clone(buf),
+            buf: Shared::clone(buf),
             start,
             len,
         }
@@ -235,15 +342,23 @@ impl Slots {
         }
     }
 
-    /// Keeps the first `n` values.
-    fn truncate(&mut self, n: usize) {
+    /// Keeps the first `n` values; `false` when an owned array cannot be shrunk for lack
+    /// of memory (it is then left as it was).
+    fn try_truncate(&mut self, n: usize) -> bool {
         match self {
             Slots::Owned(b) => {
-                let mut v = Vec::from(std::mem::take(b));
-                v.truncate(n);
+                let mut v = Vec::new();
+                if v.try_reserve_exact(n.min(b.len())).is_err() {
+                    return false;
+                }
+                v.extend_from_slice(&b[..n.min(b.len())]);
                 *b = v.into_boxed_slice();
+                true
             }
-            Slots::Shared { len, .. } => *len = (*len).min(n),
+            Slots::Shared { len, .. } => {
+                *len = (*len).min(n);
+                true
+            }
         }
     }
 }
@@ -273,7 +388,7 @@ fn run_call(f: TaskFn, arg: *mut c_void) -> Outcome {
     // `arg` the caller's responsibility.
     match call_task(|| unsafe { f(arg) }) {
         Ok(value) => Outcome::Value(value),
-        Err(e) => Outcome::Failed(Failure::from_user(e)),
+        Err(e) => Failure::from_user(e),
     }
 }
 
@@ -295,56 +410,112 @@ fn run_bytes(f: BytesFn, input: &[u8]) -> Outcome {
     let buf = MallocBuf { ptr: returned, len };
     match result {
         Ok(()) => Outcome::Bytes(buf),
-        Err(e) => Outcome::Failed(Failure::from_user(e)),
+        Err(e) => Failure::from_user(e),
     }
 }
 
 impl Task {
-    /// Runs the task on the current thread and returns its outcome.
+    /// Runs the task on the current thread and returns its outcome. Never aborts for
+    /// lack of memory: what cannot be recorded becomes `Outcome::Degraded`.
     pub(crate) fn run(self) -> Outcome {
         match self {
             Task::Call(f, arg) => run_call(f, arg),
             Task::Bytes(f, input) => run_bytes(f, &input),
-            Task::Chunk(chunk) => {
-                let mut out = Vec::new();
-                match *chunk {
-                    Chunk::Calls(f, mut slots) => {
-                        // One task context for the whole chunk: the per-item cost is the
-                        // call itself and one check of whether it raised. Each result is
-                        // written over its argument, so the chunk's copy of its inputs
-                        // becomes its array of values: no allocation for the results.
-                        let mut done = 0;
-                        let failed = call_each(slots.as_mut_slice(), |slot| {
-                            // SAFETY: as for `run_call`.
-                            *slot = unsafe { f(*slot) };
-                            done += 1;
-                        });
-                        let failure = failed.map(|e| {
+            Task::Chunk(chunk) => match *chunk {
+                Chunk::Calls(f, mut slots) => {
+                    // One task context for the whole chunk: the per-item cost is the call
+                    // itself and one check of whether it raised. Each result is written
+                    // over its argument, so the chunk's copy of its inputs becomes its
+                    // array of values: no allocation for the results.
+                    let mut done = 0;
+                    let failed = call_each(slots.as_mut_slice(), |slot| {
+                        // SAFETY: as for `run_call`.
+                        *slot = unsafe { f(*slot) };
+                        done += 1;
+                    });
+                    let failure = match failed {
+                        None => None,
+                        Some(e) => {
                             if matches!(e, UserError::Raised(_)) {
                                 done -= 1; // the failed item's return value, ignored
                             }
-                            Failure::from_user(e)
-                        });
-                        if done < slots.len() {
-                            slots.truncate(done);
-                        }
-                        return Outcome::Values(Box::new(Values {
-                            values: slots,
-                            failure,
-                        }));
-                    }
-                    Chunk::Bytes(f, inputs) => {
-                        out.reserve_exact(inputs.len());
-                        for input in inputs.iter() {
-                            out.push(run_bytes(f, input));
-                            if matches!(out.last(), Some(Outcome::Failed(_))) {
-                                break;
+                            match Failure::from_user(e) {
+                                Outcome::Failed(b) => Some(b),
+                                degraded => return degraded,
                             }
                         }
+                    };
+                    if done < slots.len() && !slots.try_truncate(done) {
+                        return Outcome::no_memory();
+                    }
+                    match try_box(Values {
+                        values: slots,
+                        failure,
+                    }) {
+                        Ok(v) => Outcome::Values(v),
+                        Err(_) => Outcome::no_memory(),
                     }
                 }
-                Outcome::Chunk(out.into_boxed_slice())
+                Chunk::Bytes(f, inputs) => {
+                    let mut out = Vec::new();
+                    if out.try_reserve_exact(inputs.len()).is_err() {
+                        return Outcome::no_memory();
+                    }
+                    for input in inputs.iter() {
+                        let o = run_bytes(f, input);
+                        let stop = o.error().is_some();
+                        out.push(o);
+                        if stop {
+                            break;
+                        }
+                    }
+                    match exact(out) {
+                        Some(items) => Outcome::Chunk(items),
+                        None => Outcome::no_memory(),
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The tasks of a map: one per item when `chunksize` is 0 or 1, else one per chunk of
+/// `chunksize` items. `None` when memory runs out (then nothing was submitted; the items
+/// are dropped).
+pub(crate) fn tasks_of(items: Items<'_>, chunksize: usize) -> Option<Vec<Task>> {
+    let chunksize = chunksize.max(1);
+    let n = match &items {
+        Items::Calls(_, v) => v.len(),
+        Items::Bytes(_, v) => v.len(),
+    };
+    let mut tasks = Vec::new();
+    tasks.try_reserve_exact(n.div_ceil(chunksize)).ok()?;
+    match items {
+        Items::Calls(f, args) if chunksize == 1 => {
+            tasks.extend(args.iter().map(|&a| Task::Call(f, a)));
+        }
+        Items::Bytes(f, inputs) if chunksize == 1 => {
+            tasks.extend(inputs.into_iter().map(|i| Task::Bytes(f, i)));
+        }
+        Items::Calls(f, args) => {
+            // One copy of every input, shared by the chunks (see `ArgBuf`).
+            let buf = ArgBuf::try_copy(args)?;
+            for start in (0..n).step_by(chunksize) {
+                let slots = Slots::shared(&buf, start, chunksize.min(n - start));
+                let chunk = try_box(Chunk::Calls(f, slots)).ok()?;
+                tasks.push(Task::Chunk(chunk));
+            }
+        }
+        Items::Bytes(f, inputs) => {
+            let mut it = inputs.into_iter();
+            while it.len() > 0 {
+                let mut c = Vec::new();
+                c.try_reserve_exact(chunksize.min(it.len())).ok()?;
+                c.extend(it.by_ref().take(chunksize));
+                let chunk = try_box(Chunk::Bytes(f, c.into_boxed_slice())).ok()?;
+                tasks.push(Task::Chunk(chunk));
             }
         }
     }
+    Some(tasks)
 }

@@ -64,20 +64,26 @@ struct WaitSetInner {
 }
 
 impl WaitSet {
-    /// An empty set.
-    pub(crate) fn new() -> WaitSet {
-        WaitSet {
+    /// An empty set with room for `n` notifications, so that `notify` (run by whichever
+    /// thread completes a future, which could not report a failure) never allocates as
+    /// long as at most `n` registrations point at the set. `None` when memory runs out.
+    pub(crate) fn with_capacity(n: usize) -> Option<WaitSet> {
+        let mut ready = Vec::new();
+        ready.try_reserve_exact(n).ok()?;
+        Some(WaitSet {
             inner: Mutex::new(WaitSetInner {
-                ready: Vec::new(),
+                ready,
                 sleeper: None,
             }),
-        }
+        })
     }
 
     /// Called by a completing future: records `index` and wakes the waiting thread.
-    /// Only the completion that finds the list empty wakes it: with indices already
-    /// recorded, the waiter either has not looked yet (it looks under the lock before it
-    /// sleeps) or was already woken by the completion that recorded the first of them.
+    /// Each registration notifies at most once, so with one registration per index the
+    /// room `with_capacity` made suffices and the push never allocates.
+    /// Only the completion that finds the list empty wakes the waiter: with indices
+    /// already recorded, the waiter either has not looked yet (it looks under the lock
+    /// before it sleeps) or was already woken by the completion that recorded the first.
     pub(crate) fn notify(&self, index: usize) {
         let sleeper = {
             let mut g = lock(&self.inner);
