@@ -20,6 +20,35 @@
 //!   pointers cross as integers (valid in the worker: same program, forked). Bytes move
 //!   with one `sendmsg` (gather: no copy into a staging buffer) and one read straight into
 //!   the destination buffer. A truncated or malformed frame is the worker's death.
+//! - Large byte payloads (a `cf_submit_bytes` input of `SHM_MIN` = 64 KiB or more) move
+//!   through shared memory instead: each worker gets, when it first needs one, an *arena*,
+//!   a memfd (close-on-exec, never a named file) that the parent sizes and maps, and sends
+//!   over the worker's own socket with `SCM_RIGHTS` (`K_ARENA`); the worker maps it and
+//!   closes the descriptor at once, so it holds no descriptor but its channel. Both
+//!   mappings are `MADV_DONTFORK`: a fork server forked later (another pool) does not
+//!   inherit them, so no worker ever maps another worker's arena, and an arena's memory
+//!   goes when its worker is retired or buried (the parent unmaps it when it drops the
+//!   `ProcWorker`; the worker's mapping dies with it). The proxy copies the input into a
+//!   slot of the arena and sends only (function, offset, capacity, length)
+//!   (`K_BYTES_SHM`); the task reads its input in place (it is lent for the call, which
+//!   the `const void *in` of a byte task allows); the worker copies the task's result
+//!   into the same slot when it fits (`O_BYTES_SHM`: offset, length), else sends it
+//!   through the socket; the proxy copies it into a `malloc` buffer, which the future
+//!   lends. With the socket path this saves the kernel's two copies each way, the
+//!   socket's buffer churn and the worker's fresh receive buffer per task; the arena's
+//!   pages are mapped once (`MAP_POPULATE`) and reused, task after task.
+//! - Pipelining with an arena: slots are taken in send order and freed in answer order
+//!   (the worker answers in order), so the arena is a ring (`Arena`), back at offset 0
+//!   whenever it empties. A task whose input finds no room waits until an answer frees a
+//!   slot; one larger than the arena waits until nothing is in flight, then the arena is
+//!   replaced by a larger one (`Arena::size_for`: three such inputs, at least 4 MiB; an
+//!   input too large for a 1 GiB arena, or an arena that cannot be made, goes through the
+//!   socket). The parent trusts nothing the worker says about the arena: an answer
+//!   naming any place but its task's own slot, or longer than the slot, is malformed,
+//!   which is the worker's death (`CF_BROKEN` for that task). A worker that dies with
+//!   tasks in its arena fails only the oldest (the one it ran); the others are sent again
+//!   from their own copies, which the proxy keeps until their answers arrive, to a new
+//!   worker with a new arena.
 //! - When all workers are busy, a proxy keeps up to `PIPELINE` tasks in flight in its
 //!   worker (`drive`), which reads and answers them in order; a small task then costs a
 //!   few system calls per batch instead of a round trip each.
@@ -1915,6 +1944,45 @@ mod tests {
             &Outcome::Chunk(vec![Outcome::Chunk(Box::new([]))].into()),
         );
         assert!(decode_outcome(&mut Reader(&nested), 0).is_err());
+    }
+
+    #[test]
+    fn arena_ring_takes_and_frees_slots_in_order() {
+        assert_eq!(Arena::size_for(64 << 10), Some(ARENA_MIN));
+        assert_eq!(Arena::size_for(5 << 20), Some(15 << 20));
+        assert_eq!(Arena::size_for(100 << 20), Some(132 << 20));
+        assert_eq!(Arena::size_for(ARENA_MAX), None);
+        let (mut a, _memfd) = Arena::create(ARENA_MIN).unwrap();
+        let mb = 1 << 20;
+        // Four 1 MiB slots fill it; a fifth waits for the oldest to be freed.
+        let slots: Vec<Slot> = (0..4).map(|_| a.alloc(mb).unwrap()).collect();
+        let offs: Vec<usize> = slots.iter().map(|s| s.off).collect();
+        assert_eq!(offs, [0, mb, 2 * mb, 3 * mb]);
+        assert!(slots.iter().all(|s| s.cap == mb));
+        assert_eq!(a.alloc(1), None);
+        a.free(slots[0]);
+        let s5 = a.alloc(mb - 1).unwrap();
+        assert_eq!((s5.off, s5.cap), (0, mb));
+        // Taken now: [3, 4) (slots[3]) and [0, 1) (s5); 1.5 MiB fits at 1 MiB. Another
+        // would straddle the end: it skips the ragged end to 0, which is taken.
+        for s in &slots[1..3] {
+            a.free(*s);
+        }
+        let s6 = a.alloc(mb + mb / 2).unwrap();
+        assert_eq!(s6.off, mb);
+        assert_eq!(a.alloc(mb + mb / 2), None);
+        a.free(slots[3]);
+        a.free(s5);
+        a.free(s6);
+        // Empty again: back at offset 0.
+        assert_eq!(a.alloc(mb + mb / 2).map(|s| s.off), Some(0));
+        // Each slot is inside the mapping and really shared memory.
+        let s = a.alloc(100).unwrap();
+        let p = a.map.range(s.off, s.cap).unwrap();
+        // SAFETY: inside the mapping.
+        unsafe { p.write(7) };
+        assert!(a.map.range(a.map.len - 1, 2).is_none());
+        assert!(a.map.range(usize::MAX, 2).is_none());
     }
 
     #[test]
