@@ -354,8 +354,9 @@ static void test_map_next_n(void) {
     cfg_begin();
     g_block_from = 2;
     g_block_to = 3;
+    cf_executor *ex2 = pool_new(3); /* freed before cfg_end: the blocked item must end */
     cf_map *m = NULL;
-    CHECK_OK(cf_map_new(ex, map_task, args, 5, 1, 0.3, &m));
+    CHECK_OK(cf_map_new(ex2, map_task, args, 5, 1, 0.3, &m));
     size_t got = 0, n = 0;
     cf_status st;
     while ((st = cf_map_next_n(m, out, MAX, &n, NULL, NULL)) == CF_OK) {
@@ -367,6 +368,7 @@ static void test_map_next_n(void) {
     CHECK(got == 2 && n == 0);
     gate_open(&g_gate);
     cf_map_free(m);
+    cf_executor_free(ex2);
     cfg_end();
 
     /* Bad input: nothing read, n_read untouched. */

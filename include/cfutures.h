@@ -399,7 +399,10 @@ cf_status cf_thread_pool_new(const struct cf_executor_options *opts, struct cf_e
  * starts a new worker and goes on (CPython instead breaks the whole pool). Workers exit
  * when this process dies. Shutdown and `cf_executor_free` work as for thread pools and
  * leave no child process or zombie behind. Callbacks run on the parent-side thread that
- * drives the worker (or as for thread pools). Worker channels are private socket pairs.
+ * drives the worker (or as for thread pools). Worker channels are private socket pairs;
+ * byte inputs of 64 KiB or more (and their results, when no larger) travel instead
+ * through a shared-memory arena private to the worker (an anonymous memfd, which the
+ * worker maps and does not keep open).
  *
  * On success `*out` is a new executor, freed with `cf_executor_free`. Returns
  * `CF_INVALID_ARGUMENT` for NULL `out` or `max_workers > CF_MAX_WORKERS`,

@@ -16,10 +16,16 @@
  *   - no pidfd, and no other descriptor the test process did not have before the first
  *     pool was made (those are inherited legitimately: the program's own state).
  *
+ * Every third task (and half of pool C's) is a byte task with a 128 KiB input, which travels through its
+ * worker's shared-memory arena (a memfd the worker maps, then closes): it must also find
+ * exactly one arena mapped (its own; none of another worker's or pool's, which would
+ * happen if the parent's mappings were inherited by a fork server made later: a fourth
+ * pool D keeps an idle worker with an arena while B and C are made).
+ *
  * A task that finds anything else fails (cf_raise) with the counts and the list of
  * descriptors, and the test prints them. Also checked: each idle fork server holds one
- * socket (its control socket); after everything is freed, the test process has exactly
- * the descriptors it started with and no child process.
+ * socket (its control socket) and maps no arena; after everything is freed, the test process has exactly
+ * the descriptors it started with, no arena mapping and no child process.
  */
 #define _GNU_SOURCE
 #include "fault_util.h"
@@ -122,6 +128,39 @@ static void *check_my_fds(void *arg) {
     return (void *)(intptr_t)getpid();
 }
 
+/* Number of mappings of the library's arenas (memfd "cfutures-arena") in process `pid`. */
+static int arena_mappings(const char *pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%s/maps", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return -1;
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL) n += strstr(line, "cfutures-arena") != NULL;
+    fclose(f);
+    return n;
+}
+
+/* A byte task with a large input (which travels through the worker's shared-memory arena,
+ * src/rt/process.rs): the same descriptor checks, and the worker maps at most one arena
+ * (its own: none of another worker's, none of another pool's). */
+static void *check_my_fds_bytes(const void *in, size_t len, size_t *out_len) {
+    (void)in;
+    (void)len;
+    void *r = check_my_fds(NULL);
+    int arenas = arena_mappings("self");
+    if (arenas != 1) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "worker %ld maps %d arenas (expected its own only)", (long)getpid(), arenas);
+        return cf_raise(1, msg);
+    }
+    intptr_t *out = malloc(sizeof *out);
+    if (out == NULL) return cf_raise(12, "malloc");
+    *out = (intptr_t)r;
+    *out_len = sizeof *out;
+    return out;
+}
+
 /* ---- the workload --------------------------------------------------------------------- */
 
 #define TASKS_A 400
@@ -141,9 +180,15 @@ static void keep(cf_future *f) {
     pthread_mutex_unlock(&g_mu);
 }
 
+/* Every third task submitted is a byte task with a 128 KiB input. */
+static atomic_int g_submits;
+static unsigned char g_big[128 << 10];
+
 static void submit_to(cf_executor *ex) {
     cf_future *f = NULL;
-    cf_status s = cf_submit(ex, check_my_fds, NULL, &f);
+    cf_status s = atomic_fetch_add(&g_submits, 1) % 3 == 2
+                      ? cf_submit_bytes(ex, check_my_fds_bytes, g_big, sizeof g_big, &f)
+                      : cf_submit(ex, check_my_fds, NULL, &f);
     FCHECK_MSG(s == CF_OK, "submit: %s", cf_status_name(s));
     keep(f);
 }
@@ -197,6 +242,16 @@ int main(void) {
     FCHECK_STATUS(cf_thread_pool_new(&to, &g_t), CF_OK);
     for (int i = 0; i < 20; i++) submit_to(g_a);
 
+    fault_phase("pool D's worker gets an arena, which this process maps while B and C are made");
+    cf_executor *d = process_pool(1, 0);
+    {
+        cf_future *f = NULL;
+        FCHECK_STATUS(cf_submit_bytes(d, check_my_fds_bytes, g_big, sizeof g_big, &f), CF_OK);
+        FCHECK_STATUS(cf_future_wait(f, 60.0), CF_OK);
+        keep(f);
+    }
+    FSOFT(arena_mappings("self") >= 1, "pool D's arena is not mapped in this process");
+
     pthread_t ta, tb;
 #ifdef FAULT_UNDER_ASAN
     /* Under ASan the later pools are made while no other thread of ours runs: GCC's
@@ -227,7 +282,9 @@ int main(void) {
 #endif
             for (int k = 0; k < 10; k++) {
                 cf_future *g = NULL;
-                FCHECK_STATUS(cf_submit(c, check_my_fds, NULL, &g), CF_OK);
+                FCHECK_STATUS(k % 2 ? cf_submit(c, check_my_fds, NULL, &g)
+                                    : cf_submit_bytes(c, check_my_fds_bytes, g_big, sizeof g_big, &g),
+                              CF_OK);
                 keep(g);
             }
             cf_executor_free(c);
@@ -235,12 +292,13 @@ int main(void) {
     }
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
+    cf_executor_free(d);
 
     fault_phase("every task's view of its descriptors");
     pthread_mutex_lock(&g_mu);
     int n = g_nfs;
     pthread_mutex_unlock(&g_mu);
-    int bad = 0, tasks = 0;
+    int bad = 0, tasks = 0, byte_tasks = 0;
     /* the thread pool's futures first: their tasks submit more to A */
     for (int i = 0; i < n; i++) FCHECK_STATUS(cf_future_wait(g_fs[i], 60.0), CF_OK);
     pthread_mutex_lock(&g_mu);
@@ -255,7 +313,16 @@ int main(void) {
         FCHECK_MSG(s != CF_TIMEOUT, "a task never finished");
         if (s == CF_OK) {
             void *r = NULL;
-            FCHECK_STATUS(cf_future_result(g_fs[i], 0, &r), CF_OK);
+            cf_bytes b;
+            if (cf_future_result_bytes(g_fs[i], 0, &b) == CF_OK) {
+                FCHECK(b.len == sizeof(intptr_t));
+                intptr_t pid;
+                memcpy(&pid, b.data, sizeof pid);
+                r = (void *)pid;
+                byte_tasks++;
+            } else {
+                FCHECK_STATUS(cf_future_result(g_fs[i], 0, &r), CF_OK);
+            }
             if (r != NULL) {
                 pids[npids++] = (long)(intptr_t)r;
                 tasks++;
@@ -274,6 +341,7 @@ int main(void) {
     fprintf(stderr, "   %d tasks saw clean descriptors, in %ld distinct worker processes; %d did not\n", tasks,
             distinct, bad);
     FSOFT(bad == 0, "%d worker(s) held descriptors they should not (see above)", bad);
+    FSOFT(byte_tasks >= TASKS_A / 3, "only %d byte tasks (through the arenas) ran", byte_tasks);
     FSOFT(distinct >= TASKS_A / 2, "only %ld distinct workers: max_tasks_per_child = 1 did not replace them", distinct);
 
     fault_phase("the idle fork servers hold one socket each");
@@ -290,6 +358,7 @@ int main(void) {
         FSOFT(r.sockets == g_sh->base_sockets + 1, "fork server %s holds %d sockets (expected %d): %s", pid,
               r.sockets, g_sh->base_sockets + 1, r.list);
         FSOFT(r.extra == 0, "fork server %s holds %d other new descriptors: %s", pid, r.extra, r.list);
+        FSOFT(arena_mappings(pid) == 0, "fork server %s maps %d arenas", pid, arena_mappings(pid));
     }
 
     fault_phase("free everything");
@@ -300,6 +369,8 @@ int main(void) {
     FAULT_CHECK_NO_CHILDREN();
     fd_report r;
     inspect("self", &r);
+    FSOFT(arena_mappings("self") == 0, "after every pool was freed the test process maps %d arenas",
+          arena_mappings("self"));
     FSOFT(r.sockets == g_sh->base_sockets && r.pidfds == 0 && r.extra == 0,
           "after every pool was freed the test process holds %d socket(s), %d pidfd(s), %d other new fd(s): %s",
           r.sockets, r.pidfds, r.extra, r.list);

@@ -20,6 +20,35 @@
 //!   pointers cross as integers (valid in the worker: same program, forked). Bytes move
 //!   with one `sendmsg` (gather: no copy into a staging buffer) and one read straight into
 //!   the destination buffer. A truncated or malformed frame is the worker's death.
+//! - Large byte payloads (a `cf_submit_bytes` input of `SHM_MIN` = 64 KiB or more) move
+//!   through shared memory instead: each worker gets, when it first needs one, an *arena*,
+//!   a memfd (close-on-exec, never a named file) that the parent sizes and maps, and sends
+//!   over the worker's own socket with `SCM_RIGHTS` (`K_ARENA`); the worker maps it and
+//!   closes the descriptor at once, so it holds no descriptor but its channel. Both
+//!   mappings are `MADV_DONTFORK`: a fork server forked later (another pool) does not
+//!   inherit them, so no worker ever maps another worker's arena, and an arena's memory
+//!   goes when its worker is retired or buried (the parent unmaps it when it drops the
+//!   `ProcWorker`; the worker's mapping dies with it). The proxy copies the input into a
+//!   slot of the arena and sends only (function, offset, capacity, length)
+//!   (`K_BYTES_SHM`); the task reads its input in place (it is lent for the call, which
+//!   the `const void *in` of a byte task allows); the worker copies the task's result
+//!   into the same slot when it fits (`O_BYTES_SHM`: offset, length), else sends it
+//!   through the socket; the proxy copies it into a `malloc` buffer, which the future
+//!   lends. With the socket path this saves the kernel's two copies each way, the
+//!   socket's buffer churn and the worker's fresh receive buffer per task; the arena's
+//!   pages are mapped once (`MAP_POPULATE`) and reused, task after task.
+//! - Pipelining with an arena: slots are taken in send order and freed in answer order
+//!   (the worker answers in order), so the arena is a ring (`Arena`), back at offset 0
+//!   whenever it empties. A task whose input finds no room waits until an answer frees a
+//!   slot; one larger than the arena waits until nothing is in flight, then the arena is
+//!   replaced by a larger one (`Arena::size_for`: three such inputs, at least 4 MiB; an
+//!   input too large for a 1 GiB arena, or an arena that cannot be made, goes through the
+//!   socket). The parent trusts nothing the worker says about the arena: an answer
+//!   naming any place but its task's own slot, or longer than the slot, is malformed,
+//!   which is the worker's death (`CF_BROKEN` for that task). A worker that dies with
+//!   tasks in its arena fails only the oldest (the one it ran); the others are sent again
+//!   from their own copies, which the proxy keeps until their answers arrive, to a new
+//!   worker with a new arena.
 //! - When all workers are busy, a proxy keeps up to `PIPELINE` tasks in flight in its
 //!   worker (`drive`), which reads and answers them in order; a small task then costs a
 //!   few system calls per batch instead of a round trip each.
@@ -38,7 +67,7 @@ use super::{
     context::{Raised, UserError, call_task},
     pool::{InitFn, Pool},
     sync::{Mutex, lock},
-    task::{BytesFn, Chunk, Failure, MallocBuf, Outcome, Task, TaskFn},
+    task::{BytesFn, Chunk, Failure, MallocBuf, Outcome, Task, TaskFn, run_bytes},
 };
 use crate::status::CF_BROKEN;
 use std::{
@@ -173,6 +202,10 @@ pub(crate) struct RecvBuf {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// Worker side: descriptors that arrived with the bytes read so far (`SCM_RIGHTS`;
+    /// an arena's memfd), oldest first. `None` on the parent side, which reads with
+    /// plain `read` (a descriptor a worker sent would be discarded by the kernel).
+    fds: Option<VecDeque<c_int>>,
 }
 
 impl RecvBuf {
@@ -183,6 +216,59 @@ impl RecvBuf {
             buf: vec![0; Self::SIZE].into_boxed_slice(),
             start: 0,
             end: 0,
+            fds: None,
+        }
+    }
+
+    /// A buffer that also keeps the descriptors that arrive with the bytes (worker side).
+    fn with_fds() -> RecvBuf {
+        RecvBuf {
+            fds: Some(VecDeque::new()),
+            ..RecvBuf::new()
+        }
+    }
+
+    /// The oldest descriptor received and not yet taken.
+    fn take_fd(&mut self) -> Option<c_int> {
+        self.fds.as_mut()?.pop_front()
+    }
+
+    /// One read into our own buffer: `read`, or `recvmsg` keeping any descriptors.
+    fn fill(&mut self, fd: c_int) -> isize {
+        let Some(fds) = self.fds.as_mut() else {
+            // SAFETY: reading into our own buffer.
+            return unsafe { libc::read(fd, self.buf.as_mut_ptr().cast(), Self::SIZE) };
+        };
+        let mut iov = libc::iovec {
+            iov_base: self.buf.as_mut_ptr().cast(),
+            iov_len: Self::SIZE,
+        };
+        let mut space = [0u64; 8];
+        // SAFETY: zeroed msghdr is valid; the iovec covers our buffer and the control
+        // buffer is ours, aligned for cmsghdr; descriptors are read from cmsgs the kernel
+        // wrote inside it.
+        unsafe {
+            let mut m: libc::msghdr = mem::zeroed();
+            m.msg_iov = &mut iov;
+            m.msg_iovlen = 1;
+            m.msg_control = space.as_mut_ptr().cast();
+            m.msg_controllen = mem::size_of_val(&space) as _;
+            let n = libc::recvmsg(fd, &mut m, libc::MSG_CMSG_CLOEXEC);
+            if n > 0 {
+                let mut c = libc::CMSG_FIRSTHDR(&m);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                        let data = libc::CMSG_DATA(c).cast::<c_int>();
+                        let k = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                            / mem::size_of::<c_int>();
+                        for i in 0..k {
+                            fds.push_back(ptr::read_unaligned(data.add(i)));
+                        }
+                    }
+                    c = libc::CMSG_NXTHDR(&m, c);
+                }
+            }
+            n
         }
     }
 
@@ -210,8 +296,7 @@ impl RecvBuf {
                     other => other,
                 };
             }
-            // SAFETY: reading into our own buffer.
-            let n = unsafe { libc::read(fd, self.buf.as_mut_ptr().cast(), Self::SIZE) };
+            let n = self.fill(fd);
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -267,11 +352,20 @@ const K_CHUNK_CALLS: u32 = 5;
 const K_CHUNK_BYTES: u32 = 6;
 const K_RESULT: u32 = 7;
 
+/// Parent to worker: map this arena (its memfd rides along with `SCM_RIGHTS`); payload
+/// the arena's size (u64).
+const K_ARENA: u32 = 8;
+/// Parent to worker: a byte task whose input is in the arena; payload the function, the
+/// slot's offset and capacity and the input's length (u64 each).
+const K_BYTES_SHM: u32 = 9;
+
 const O_VALUE: u8 = 0;
 const O_BYTES: u8 = 1;
 const O_FAILED: u8 = 2;
 const O_CHUNK: u8 = 3;
 const O_VALUES: u8 = 4;
+/// A byte result in the arena, in its task's slot: offset and length (u64 each).
+const O_BYTES_SHM: u8 = 5;
 
 fn header(kind: u32, len: usize) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
@@ -523,8 +617,13 @@ fn send_task(fd: c_int, task: &Task) -> io::Result<()> {
 }
 
 /// Reads a result frame (parent side). A byte result is read straight into its final
-/// `malloc` buffer.
-fn recv_outcome(fd: c_int, rb: &mut RecvBuf) -> io::Result<Outcome> {
+/// `malloc` buffer, or copied there from the task's arena slot (`slot`, if its input went
+/// through the arena): a result said to be anywhere else is malformed.
+fn recv_outcome(
+    fd: c_int,
+    rb: &mut RecvBuf,
+    slot: Option<(&Mapping, Slot)>,
+) -> io::Result<Outcome> {
     let Some((kind, len)) = read_header(fd, rb)? else {
         return Err(io::ErrorKind::UnexpectedEof.into());
     };
@@ -534,6 +633,25 @@ fn recv_outcome(fd: c_int, rb: &mut RecvBuf) -> io::Result<Outcome> {
     let mut tag = [0u8; 1];
     if !rb.read_exact(fd, &mut tag)? {
         return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    if tag[0] == O_BYTES_SHM {
+        let mut p = [0u8; 16];
+        if len != 17 || !rb.read_exact(fd, &mut p)? {
+            return Err(malformed());
+        }
+        let mut r = Reader(&p);
+        let (off, n) = (r.usize()?, r.usize()?);
+        let Some((map, slot)) = slot else {
+            return Err(malformed());
+        };
+        if off != slot.off || n > slot.cap || n == 0 {
+            return Err(malformed());
+        }
+        let src = map.range(off, n).ok_or_else(malformed)?;
+        // SAFETY: `src` is `n` bytes inside the mapping (checked); the worker wrote them
+        // before its answer and no longer touches this slot. (A rogue worker could still
+        // scribble on them: that changes the bytes we copy, nothing else.)
+        return to_malloc(unsafe { std::slice::from_raw_parts(src, n) }).map(Outcome::Bytes);
     }
     if tag[0] == O_BYTES {
         let mut n = [0u8; 8];
@@ -575,11 +693,318 @@ fn recv_outcome(fd: c_int, rb: &mut RecvBuf) -> io::Result<Outcome> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Shared-memory arenas for large byte payloads
+
+/// Byte inputs of at least this many bytes travel through the worker's arena rather than
+/// through its socket.
+const SHM_MIN: usize = 64 << 10;
+/// Smallest arena made, and the largest (a larger input travels through the socket).
+const ARENA_MIN: usize = 4 << 20;
+const ARENA_MAX: usize = 1 << 30;
+/// Slots start on page boundaries.
+const SLOT_ALIGN: usize = 4096;
+
+/// A shared mapping of an arena's memfd; unmapped on drop.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by whoever owns the `Mapping`; the other side
+// of it is another process, never another thread of this one.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` shared, read-write, populated (one batch of page faults
+    /// now rather than one fault per page later), and not inherited by forks: a fork
+    /// server forked later must not keep this worker's arena alive, nor its workers see it.
+    fn new(fd: c_int, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh mapping of our own descriptor; checked for failure.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let m = Mapping { ptr: p.cast(), len };
+        // SAFETY: advice on the mapping just made.
+        if unsafe { libc::madvise(p, len, libc::MADV_DONTFORK) } != 0 {
+            return Err(io::Error::last_os_error()); // `m` unmaps it
+        }
+        Ok(m)
+    }
+
+    /// The bytes at `off..off + len`, if inside the mapping.
+    fn range(&self, off: usize, len: usize) -> Option<*mut u8> {
+        let end = off.checked_add(len)?;
+        // SAFETY: `off <= end <= self.len`: within the mapping.
+        (end <= self.len).then(|| unsafe { self.ptr.add(off) })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once; nothing borrows it past its owner.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A slot of the arena holding one task in flight: its input, then its result.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Slot {
+    off: usize,
+    cap: usize,
+    /// Ring position just past the slot: where the ring's tail moves when it is freed.
+    end: usize,
+}
+
+/// The parent's side of a worker's arena: the mapping and a ring of slots. Slots are
+/// taken as tasks are sent and freed as their answers arrive, both in order (the worker
+/// answers in order), so a ring is all the bookkeeping needed. Positions grow without
+/// wrapping; a slot never straddles the end of the arena. When the ring empties it
+/// starts again at offset 0, so the same (already mapped, cached) pages are reused.
+struct Arena {
+    map: Mapping,
+    head: usize,
+    tail: usize,
+}
+
+impl Arena {
+    /// The arena size for an input of `need` bytes (rounded to `SLOT_ALIGN`): room for a
+    /// few such tasks in flight; `None` when too large for an arena.
+    fn size_for(need: usize) -> Option<usize> {
+        let size = if need <= 16 << 20 {
+            (3 * need).max(ARENA_MIN)
+        } else {
+            need.checked_add(32 << 20)?
+        };
+        (size <= ARENA_MAX).then_some(size)
+    }
+
+    /// Makes an arena of `size` bytes: a memfd (close-on-exec, never a named file),
+    /// sized and mapped here; the descriptor is returned to be sent to the worker.
+    fn create(size: usize) -> io::Result<(Arena, Fd)> {
+        let fd = {
+            let mut fds = lock(&OUR_FDS);
+            // SAFETY: a plain system call with a NUL-terminated name.
+            let fd = unsafe { libc::memfd_create(c"cfutures-arena".as_ptr(), libc::MFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            fds.push(fd);
+            Fd(fd)
+        };
+        // SAFETY: sizing our own memfd.
+        if unsafe { libc::ftruncate(fd.raw(), size as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Mapped and marked MADV_DONTFORK under the descriptor lock, which every fork of
+        // ours also holds: a fork server forked by another thread in between would
+        // otherwise inherit the mapping (and its workers with it).
+        let map = {
+            let _fds = lock(&OUR_FDS);
+            Mapping::new(fd.raw(), size)?
+        };
+        Ok((
+            Arena {
+                map,
+                head: 0,
+                tail: 0,
+            },
+            fd,
+        ))
+    }
+
+    /// Takes a slot for `len` bytes, if the ring has room.
+    fn alloc(&mut self, len: usize) -> Option<Slot> {
+        let cap = len.checked_next_multiple_of(SLOT_ALIGN)?.max(SLOT_ALIGN);
+        let size = self.map.len;
+        let mut start = self.head;
+        if start % size + cap > size {
+            start = start.next_multiple_of(size); // skip the ragged end
+        }
+        let end = start + cap;
+        if end - self.tail > size {
+            return None;
+        }
+        self.head = end;
+        Some(Slot {
+            off: start % size,
+            cap,
+            end,
+        })
+    }
+
+    /// Frees the oldest slot.
+    fn free(&mut self, slot: Slot) {
+        self.tail = slot.end;
+        if self.tail == self.head {
+            self.head = 0;
+            self.tail = 0;
+        }
+    }
+}
+
+/// Sends `bytes` with a descriptor attached (`SCM_RIGHTS`), then any rest of them.
+fn send_with_fd(sock: c_int, bytes: &[u8], fd: c_int) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut c_void,
+        iov_len: bytes.len(),
+    };
+    let mut space = [0u64; 4];
+    // SAFETY: as in `send_ctl`: zeroed msghdr, a control buffer with room for one fd.
+    let n = unsafe {
+        let mut m: libc::msghdr = mem::zeroed();
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = space.as_mut_ptr().cast();
+        m.msg_controllen = libc::CMSG_SPACE(mem::size_of::<c_int>() as u32) as _;
+        let c = libc::CMSG_FIRSTHDR(&m);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<c_int>() as u32) as _;
+        ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>(), fd);
+        loop {
+            let n = libc::sendmsg(sock, &m, libc::MSG_NOSIGNAL);
+            if n >= 0 || errno() != libc::EINTR {
+                break n;
+            }
+        }
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    send_all(sock, &[&bytes[n as usize..]])
+}
+
+/// How a task went to a worker.
+enum Sent {
+    /// Through the socket, or with its input in this arena slot.
+    Yes(Option<Slot>),
+    /// Not sent: the arena has no room until an answer frees a slot (or, being too
+    /// small, until nothing is in flight and it can be replaced).
+    NoRoom,
+}
+
+impl ProcWorker {
+    /// Sends a task; `idle` says that nothing is in flight. A large byte input goes into
+    /// the arena (made, or replaced by a larger one, while idle); if no arena can be had,
+    /// through the socket.
+    fn send(&mut self, task: &Task, idle: bool) -> io::Result<Sent> {
+        let Task::Bytes(f, input) = task else {
+            send_task(self.fd.raw(), task)?;
+            return Ok(Sent::Yes(None));
+        };
+        if input.len() < SHM_MIN {
+            send_task(self.fd.raw(), task)?;
+            return Ok(Sent::Yes(None));
+        }
+        let need = input.len().next_multiple_of(SLOT_ALIGN);
+        if self.arena.as_ref().is_none_or(|a| need > a.map.len) {
+            if !idle {
+                return Ok(Sent::NoRoom);
+            }
+            self.arena = None; // the worker drops its mapping of it at the next K_ARENA
+            if let Some(size) = Arena::size_for(need) {
+                if let Ok((arena, memfd)) = Arena::create(size) {
+                    send_with_fd(
+                        self.fd.raw(),
+                        &[&header(K_ARENA, 8)[..], &(size as u64).to_ne_bytes()].concat(),
+                        memfd.raw(),
+                    )?;
+                    self.arena = Some(arena);
+                }
+            }
+        }
+        let Some(arena) = self.arena.as_mut() else {
+            send_task(self.fd.raw(), task)?;
+            return Ok(Sent::Yes(None));
+        };
+        let Some(slot) = arena.alloc(input.len()) else {
+            // Idle means an empty ring, where anything up to the arena's size fits.
+            debug_assert!(!idle);
+            return Ok(Sent::NoRoom);
+        };
+        let dst = arena
+            .map
+            .range(slot.off, slot.cap)
+            .expect("slots are inside the arena");
+        // SAFETY: the slot is ours until its answer arrives; the worker reads it only
+        // after the frame below.
+        unsafe { ptr::copy_nonoverlapping(input.as_ptr(), dst, input.len()) };
+        let mut m = [0u8; HEADER + 32];
+        m[..HEADER].copy_from_slice(&header(K_BYTES_SHM, 32));
+        for (i, x) in [*f as usize, slot.off, slot.cap, input.len()]
+            .into_iter()
+            .enumerate()
+        {
+            m[HEADER + 8 * i..HEADER + 8 * i + 8].copy_from_slice(&(x as u64).to_ne_bytes());
+        }
+        // On an error the worker is buried, and its arena with it.
+        send_all(self.fd.raw(), &[&m])?;
+        Ok(Sent::Yes(Some(slot)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The worker process
 
-/// Reads the next task (worker side); `None` on EOF (retired) or a broken channel.
-fn recv_task(fd: c_int, rb: &mut RecvBuf) -> Option<Task> {
+/// What a worker receives.
+enum Incoming {
+    Task(Task),
+    /// A new arena, replacing any earlier one.
+    Arena(Mapping),
+    /// A byte task whose input is `len` bytes at `off` in the arena, in a slot of `cap`.
+    Shm {
+        f: BytesFn,
+        off: usize,
+        cap: usize,
+        len: usize,
+    },
+}
+
+/// Reads the next message (worker side); `None` on EOF (retired) or a broken channel.
+fn recv_task(fd: c_int, rb: &mut RecvBuf) -> Option<Incoming> {
     let (kind, len) = read_header(fd, rb).ok()??;
+    let fnp = |x: u64| x as usize;
+    match kind {
+        K_ARENA if len == 8 => {
+            let mut p = [0u8; 8];
+            if !rb.read_exact(fd, &mut p).ok()? {
+                return None;
+            }
+            let memfd = rb.take_fd()?;
+            let map = usize::try_from(u64::from_ne_bytes(p))
+                .ok()
+                .and_then(|size| Mapping::new(memfd, size).ok());
+            // The descriptor is closed at once: the worker keeps the mapping only, so it
+            // holds no descriptor but its channel. (Not an `Fd`: `OUR_FDS` is not for
+            // workers, whose copy of its lock may have been taken at the server's fork.)
+            // SAFETY: the descriptor we just received, closed once.
+            unsafe { libc::close(memfd) };
+            map.map(Incoming::Arena)
+        }
+        K_BYTES_SHM if len == 32 => {
+            let p = read_vec(fd, rb, 32).ok()?;
+            let mut r = Reader(&p);
+            let f = fnp(r.u64().ok()?);
+            let (off, cap, len) = (r.usize().ok()?, r.usize().ok()?, r.usize().ok()?);
+            // SAFETY: as below, a `cf_bytes_fn` of this program.
+            let f: BytesFn = unsafe { mem::transmute::<usize, BytesFn>(f) };
+            Some(Incoming::Shm { f, off, cap, len })
+        }
+        _ => recv_plain_task(fd, rb, kind, len).map(Incoming::Task),
+    }
+}
+
+fn recv_plain_task(fd: c_int, rb: &mut RecvBuf, kind: u32, len: usize) -> Option<Task> {
     let fnp = |x: u64| x as usize;
     match kind {
         K_CALL if len == 16 => {
@@ -688,10 +1113,41 @@ fn worker_process(
         // SAFETY: as above.
         unsafe { libc::_exit(0) };
     }
-    let mut rb = RecvBuf::new();
-    while let Some(task) = recv_task(fd, &mut rb) {
-        let outcome = task.run();
-        if send_outcome(fd, &outcome).is_err() {
+    let mut rb = RecvBuf::with_fds();
+    let mut arena: Option<Mapping> = None;
+    while let Some(msg) = recv_task(fd, &mut rb) {
+        let sent = match msg {
+            Incoming::Task(task) => send_outcome(fd, &task.run()),
+            Incoming::Arena(m) => {
+                arena = Some(m);
+                continue;
+            }
+            Incoming::Shm { f, off, cap, len } => {
+                let slot = arena.as_ref().and_then(|a| a.range(off, cap));
+                let Some(slot) = slot.filter(|_| len <= cap) else {
+                    break; // a frame we cannot make sense of: leave
+                };
+                // SAFETY: `len <= cap` bytes inside our mapping, which the parent wrote
+                // before sending the frame and leaves alone until our answer.
+                let outcome = run_bytes(f, unsafe { std::slice::from_raw_parts(slot, len) });
+                match &outcome {
+                    Outcome::Bytes(b) if b.len > 0 && b.len <= cap => {
+                        // The result goes back in the same slot (the input is done with).
+                        // SAFETY: `b.len <= cap` bytes of the slot; the task's buffer is
+                        // its own allocation, disjoint from the arena.
+                        unsafe { ptr::copy_nonoverlapping(b.ptr.cast::<u8>(), slot, b.len) };
+                        let mut m = [0u8; HEADER + 17];
+                        m[..HEADER].copy_from_slice(&header(K_RESULT, 17));
+                        m[HEADER] = O_BYTES_SHM;
+                        m[HEADER + 1..HEADER + 9].copy_from_slice(&(off as u64).to_ne_bytes());
+                        m[HEADER + 9..].copy_from_slice(&(b.len as u64).to_ne_bytes());
+                        send_all(fd, &[&m])
+                    }
+                    _ => send_outcome(fd, &outcome),
+                }
+            }
+        };
+        if sent.is_err() {
             break;
         }
     }
@@ -933,6 +1389,8 @@ pub(crate) struct ProcWorker {
     pid: libc::pid_t,
     tasks: usize,
     rb: RecvBuf,
+    /// Its arena for large byte payloads, once one was needed.
+    arena: Option<Arena>,
 }
 
 /// Why a new worker did not become ready.
@@ -1093,6 +1551,7 @@ impl ProcShared {
             pid: pid as libc::pid_t,
             tasks: 0,
             rb: RecvBuf::new(),
+            arena: None,
         })
     }
 
@@ -1187,7 +1646,8 @@ impl ProcShared {
         type Job = (super::future::CoreRef, Task);
         let mut w: Option<ProcWorker> =
             PROXY.with(|p| p.borrow_mut().as_mut().and_then(|x| x.worker.take()));
-        let mut inflight: VecDeque<Job> = VecDeque::new();
+        // Tasks in flight, each with its arena slot if its input went through the arena.
+        let mut inflight: VecDeque<(Job, Option<Slot>)> = VecDeque::new();
         let mut unsent: VecDeque<Job> = VecDeque::new();
         let mut next = Some(first);
         loop {
@@ -1217,15 +1677,24 @@ impl ProcShared {
                     unsent.push_front((job, task));
                     break;
                 }
-                if send_task(worker.fd.raw(), &task).is_err() {
-                    // The worker is gone. Read what it answered before it went, then
-                    // bury it (step 4); this task never reached it.
-                    unsent.push_front((job, task));
-                    channel_broken = true;
-                    break;
+                match worker.send(&task, inflight.is_empty()) {
+                    Ok(Sent::Yes(slot)) => {
+                        worker.tasks += 1;
+                        inflight.push_back(((job, task), slot));
+                    }
+                    Ok(Sent::NoRoom) => {
+                        // Its arena is full: read answers (step 4), which free slots.
+                        unsent.push_front((job, task));
+                        break;
+                    }
+                    Err(_) => {
+                        // The worker is gone. Read what it answered before it went, then
+                        // bury it (step 4); this task never reached it.
+                        unsent.push_front((job, task));
+                        channel_broken = true;
+                        break;
+                    }
                 }
-                worker.tasks += 1;
-                inflight.push_back((job, task));
             }
             // 3. Nothing in flight.
             if inflight.is_empty() {
@@ -1251,10 +1720,16 @@ impl ProcShared {
             }
             // 4. Read the oldest answer.
             let worker = w.as_mut().expect("tasks in flight have a worker");
-            match recv_outcome(worker.fd.raw(), &mut worker.rb) {
+            let slot = inflight.front().and_then(|(_, slot)| *slot);
+            let in_arena = slot.and_then(|s| worker.arena.as_ref().map(|a| (&a.map, s)));
+            match recv_outcome(worker.fd.raw(), &mut worker.rb, in_arena) {
                 Ok(outcome) => {
-                    let (job, task) = inflight.pop_front().expect("an answer to a task in flight");
+                    let ((job, task), slot) =
+                        inflight.pop_front().expect("an answer to a task in flight");
                     drop(task);
+                    if let (Some(slot), Some(arena)) = (slot, worker.arena.as_mut()) {
+                        arena.free(slot);
+                    }
                     let mut idle = false;
                     if inflight.is_empty() && unsent.is_empty() && next.is_none() {
                         // Count this worker idle before the outcome is published, unless
@@ -1285,7 +1760,8 @@ impl ProcShared {
                     } else {
                         status.map_or_else(|| "died".to_owned(), describe_status)
                     };
-                    let (job, task) = inflight.pop_front().expect("an answer to a task in flight");
+                    let ((job, task), _) =
+                        inflight.pop_front().expect("an answer to a task in flight");
                     drop(task);
                     let _ = job.finish(Outcome::Failed(Failure::new(
                         CF_BROKEN,
@@ -1293,7 +1769,7 @@ impl ProcShared {
                         &format!("the worker process {pid} running the task {how}"),
                     )));
                     // The rest never started: send them again, in order.
-                    while let Some(job) = inflight.pop_back() {
+                    while let Some((job, _)) = inflight.pop_back() {
                         unsent.push_front(job);
                     }
                 }
@@ -1483,6 +1959,45 @@ mod tests {
             &Outcome::Chunk(vec![Outcome::Chunk(Box::new([]))].into()),
         );
         assert!(decode_outcome(&mut Reader(&nested), 0).is_err());
+    }
+
+    #[test]
+    fn arena_ring_takes_and_frees_slots_in_order() {
+        assert_eq!(Arena::size_for(64 << 10), Some(ARENA_MIN));
+        assert_eq!(Arena::size_for(5 << 20), Some(15 << 20));
+        assert_eq!(Arena::size_for(100 << 20), Some(132 << 20));
+        assert_eq!(Arena::size_for(ARENA_MAX), None);
+        let (mut a, _memfd) = Arena::create(ARENA_MIN).unwrap();
+        let mb = 1 << 20;
+        // Four 1 MiB slots fill it; a fifth waits for the oldest to be freed.
+        let slots: Vec<Slot> = (0..4).map(|_| a.alloc(mb).unwrap()).collect();
+        let offs: Vec<usize> = slots.iter().map(|s| s.off).collect();
+        assert_eq!(offs, [0, mb, 2 * mb, 3 * mb]);
+        assert!(slots.iter().all(|s| s.cap == mb));
+        assert_eq!(a.alloc(1), None);
+        a.free(slots[0]);
+        let s5 = a.alloc(mb - 1).unwrap();
+        assert_eq!((s5.off, s5.cap), (0, mb));
+        // Taken now: [3, 4) (slots[3]) and [0, 1) (s5); 1.5 MiB fits at 1 MiB. Another
+        // would straddle the end: it skips the ragged end to 0, which is taken.
+        for s in &slots[1..3] {
+            a.free(*s);
+        }
+        let s6 = a.alloc(mb + mb / 2).unwrap();
+        assert_eq!(s6.off, mb);
+        assert_eq!(a.alloc(mb + mb / 2), None);
+        a.free(slots[3]);
+        a.free(s5);
+        a.free(s6);
+        // Empty again: back at offset 0.
+        assert_eq!(a.alloc(mb + mb / 2).map(|s| s.off), Some(0));
+        // Each slot is inside the mapping and really shared memory.
+        let s = a.alloc(100).unwrap();
+        let p = a.map.range(s.off, s.cap).unwrap();
+        // SAFETY: inside the mapping.
+        unsafe { p.write(7) };
+        assert!(a.map.range(a.map.len - 1, 2).is_none());
+        assert!(a.map.range(usize::MAX, 2).is_none());
     }
 
     #[test]

@@ -392,7 +392,7 @@ fn run_call(f: TaskFn, arg: *mut c_void) -> Outcome {
     }
 }
 
-fn run_bytes(f: BytesFn, input: &[u8]) -> Outcome {
+pub(crate) fn run_bytes(f: BytesFn, input: &[u8]) -> Outcome {
     let mut out_len: usize = 0;
     let in_ptr: *const c_void = if input.is_empty() {
         std::ptr::null()
