@@ -45,9 +45,10 @@
  *    executor (`cf_thread_pool_new`, `cf_process_pool_new`: the pool's own state; only
  *    the handle reports `CF_NO_MEMORY`); starting a worker thread (std's thread handle,
  *    name and result slot, and the pool's per-worker bookkeeping; a stack that cannot be
- *    mapped is `CF_OS_ERROR`); the first wait on a thread not started by Rust (std makes
- *    that thread's handle); the message text of a pool broken by a failed initializer or
- *    by no worker thread starting; and the process pools' supervision (message buffers
+ *    mapped is `CF_OS_ERROR`); the first blocking wait of a thread not started by Rust
+ *    that has not made an executor (std makes that thread's handle then; making an
+ *    executor makes it for the calling thread); the message text of a pool broken by a
+ *    failed initializer or by no worker thread starting; and the process pools' supervision (message buffers
  *    and worker bookkeeping in the parent and in the workers; an oversized result is
  *    `CF_BROKEN`, see `cf_process_pool_new`).
  */

@@ -179,6 +179,10 @@ pub(crate) fn current_worker_pool() -> Option<&'static Pool> {
 impl Pool {
     /// A pool with no worker yet.
     pub(crate) fn new(config: Config, runner: Runner) -> Arc<Pool> {
+        // Make the calling thread's std handle now, while there is memory for it (its
+        // first blocking wait would otherwise allocate it, and std aborts if it cannot):
+        // the thread that makes an executor is usually one that waits on its futures.
+        drop(thread::current());
         let id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
         Arc::new(Pool {
             state: Mutex::new(State {
@@ -338,6 +342,13 @@ impl Pool {
             return Action::Wake(st.sleepers.pop().expect("not empty"));
         }
         if st.workers < self.max_workers {
+            // Room for every worker in the sleeper and helper lists, made now (starting a
+            // worker allocates anyway): a worker going to sleep or helping never
+            // allocates, so it cannot abort when a task has used up the heap.
+            let workers = st.workers + 1;
+            let (sl, hl) = (st.sleepers.len(), st.helpers.len());
+            st.sleepers.reserve(workers.saturating_sub(sl));
+            st.helpers.reserve(workers.saturating_sub(hl));
             st.workers += 1;
             st.idle += 1;
             st.next_index += 1;
