@@ -144,14 +144,7 @@ impl MapIter {
                 n += k;
                 continue;
             }
-            if self.cur_len > 0 {
-                // The current chunk is used up: let it go and move on.
-                self.chunks[self.chunk] = None;
-                self.chunk += 1;
-                self.offset = 0;
-                self.cur_len = 0;
-                self.pos = 0;
-            }
+            self.leave_used_chunk();
             if self.ended || self.next == self.n || self.offset != 0 {
                 break;
             }
@@ -179,6 +172,18 @@ impl MapIter {
         n
     }
 
+    /// After the fast path has read the last value of the current chunk: lets the chunk
+    /// go and moves on to the next one. Does nothing when no chunk is on the fast path.
+    fn leave_used_chunk(&mut self) {
+        if self.cur_len > 0 && self.pos == self.cur_len {
+            self.chunks[self.chunk] = None;
+            self.chunk += 1;
+            self.offset = 0;
+            self.cur_len = 0;
+            self.pos = 0;
+        }
+    }
+
     /// The next item's outcome, in input order.
     pub(crate) fn next(&mut self) -> Item {
         // Fast path: the rest of a chunk of values that has already been waited for.
@@ -190,14 +195,7 @@ impl MapIter {
             self.next += 1;
             return Item::Ok(v, 0);
         }
-        if self.cur_len > 0 {
-            // That chunk is used up: let it go and move on.
-            self.chunks[self.chunk] = None;
-            self.chunk += 1;
-            self.offset = 0;
-            self.cur_len = 0;
-            self.pos = 0;
-        }
+        self.leave_used_chunk();
         if self.ended || self.next == self.n {
             return Item::Stop(CF_END);
         }

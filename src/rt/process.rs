@@ -239,36 +239,11 @@ impl RecvBuf {
             // SAFETY: reading into our own buffer.
             return unsafe { libc::read(fd, self.buf.as_mut_ptr().cast(), Self::SIZE) };
         };
-        let mut iov = libc::iovec {
-            iov_base: self.buf.as_mut_ptr().cast(),
-            iov_len: Self::SIZE,
-        };
-        let mut space = [0u64; 8];
-        // SAFETY: zeroed msghdr is valid; the iovec covers our buffer and the control
-        // buffer is ours, aligned for cmsghdr; descriptors are read from cmsgs the kernel
-        // wrote inside it.
+        // SAFETY: our own buffer of `SIZE` bytes.
         unsafe {
-            let mut m: libc::msghdr = mem::zeroed();
-            m.msg_iov = &mut iov;
-            m.msg_iovlen = 1;
-            m.msg_control = space.as_mut_ptr().cast();
-            m.msg_controllen = mem::size_of_val(&space) as _;
-            let n = libc::recvmsg(fd, &mut m, libc::MSG_CMSG_CLOEXEC);
-            if n > 0 {
-                let mut c = libc::CMSG_FIRSTHDR(&m);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                        let data = libc::CMSG_DATA(c).cast::<c_int>();
-                        let k = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                            / mem::size_of::<c_int>();
-                        for i in 0..k {
-                            fds.push_back(ptr::read_unaligned(data.add(i)));
-                        }
-                    }
-                    c = libc::CMSG_NXTHDR(&m, c);
-                }
-            }
-            n
+            recv_with_fds(fd, self.buf.as_mut_ptr(), Self::SIZE, |f| {
+                fds.push_back(f);
+            })
         }
     }
 
@@ -1219,51 +1194,90 @@ fn send_ctl(sock: c_int, msg: &Ctl, fd: Option<c_int>) -> io::Result<()> {
     }
 }
 
-/// Receives a control message and any descriptor; `None` on EOF.
-fn recv_ctl(sock: c_int) -> io::Result<Option<(Ctl, Option<c_int>)>> {
-    let mut msg = Ctl::new(0, 0);
+/// One `recvmsg` of up to `len` bytes into `buf`, taking descriptors close-on-exec:
+/// each descriptor received is handed to `on_fd`. Returns what `recvmsg` returned.
+///
+/// # Safety
+/// `buf` is valid for `len` bytes of writes.
+unsafe fn recv_with_fds(
+    fd: c_int,
+    buf: *mut u8,
+    len: usize,
+    mut on_fd: impl FnMut(c_int),
+) -> isize {
     let mut iov = libc::iovec {
-        iov_base: (&mut msg as *mut Ctl).cast(),
-        iov_len: mem::size_of::<Ctl>(),
+        iov_base: buf.cast(),
+        iov_len: len,
     };
     let mut space = [0u64; 8];
-    // SAFETY: as in `send_ctl`; the received descriptor (if any) is read from a cmsg the
-    // kernel wrote inside our buffer.
+    // SAFETY: zeroed msghdr is valid; the iovec covers the caller's buffer and the
+    // control buffer is ours, aligned for cmsghdr; descriptors are read from cmsgs the
+    // kernel wrote inside it.
     unsafe {
         let mut m: libc::msghdr = mem::zeroed();
         m.msg_iov = &mut iov;
         m.msg_iovlen = 1;
         m.msg_control = space.as_mut_ptr().cast();
         m.msg_controllen = mem::size_of_val(&space) as _;
-        let n = loop {
-            let n = libc::recvmsg(sock, &mut m, libc::MSG_CMSG_CLOEXEC);
-            if n >= 0 {
-                break n as usize;
+        let n = libc::recvmsg(fd, &mut m, libc::MSG_CMSG_CLOEXEC);
+        if n > 0 {
+            let mut c = libc::CMSG_FIRSTHDR(&m);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(c).cast::<c_int>();
+                    let k = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                        / mem::size_of::<c_int>();
+                    for i in 0..k {
+                        on_fd(ptr::read_unaligned(data.add(i)));
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&m, c);
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        };
-        if n == 0 {
-            return Ok(None);
         }
-        let mut fd = None;
-        let mut c = libc::CMSG_FIRSTHDR(&m);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                fd = Some(ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>()));
-            }
-            c = libc::CMSG_NXTHDR(&m, c);
-        }
-        if n != mem::size_of::<Ctl>() {
-            if let Some(fd) = fd {
-                libc::close(fd);
-            }
-            return Err(malformed());
-        }
-        Ok(Some((msg, fd)))
+        n
     }
+}
+
+/// Receives a control message and any descriptor; `None` on EOF.
+fn recv_ctl(sock: c_int) -> io::Result<Option<(Ctl, Option<c_int>)>> {
+    let mut msg = Ctl::new(0, 0);
+    let mut fd: Option<c_int> = None;
+    let keep = |fd: &mut Option<c_int>, f: c_int| {
+        // One descriptor per message; any extra one is closed, not leaked.
+        if let Some(old) = fd.replace(f) {
+            // SAFETY: a descriptor we just received and own.
+            unsafe { libc::close(old) };
+        }
+    };
+    let n = loop {
+        // SAFETY: `msg` is ours and `size_of::<Ctl>()` bytes long.
+        let n = unsafe {
+            recv_with_fds(
+                sock,
+                (&mut msg as *mut Ctl).cast(),
+                mem::size_of::<Ctl>(),
+                |f| keep(&mut fd, f),
+            )
+        };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    if n != mem::size_of::<Ctl>() {
+        if let Some(fd) = fd {
+            // SAFETY: as above.
+            unsafe { libc::close(fd) };
+        }
+        return Err(malformed());
+    }
+    Ok(Some((msg, fd)))
 }
 
 fn wait_status(pid: libc::pid_t) -> c_int {
