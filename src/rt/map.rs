@@ -4,8 +4,9 @@
 use super::{
     future::CoreRef,
     pool::{Pool, SubmitError},
+    shared::try_box,
     sync::Arc,
-    task::{BytesFn, Outcome, TaskFn},
+    task::{ArgFiller, BytesFn, Chunk, Outcome, Task, TaskFn},
     time::Deadline,
 };
 use crate::{
@@ -67,18 +68,39 @@ impl MapIter {
             Items::Calls(_, v) => (v.len(), false),
             Items::Bytes(_, v) => (v.len(), true),
         };
-        let tasks = super::task::tasks_of(items, chunksize).ok_or(SubmitError::NoMemory)?;
         chunks
-            .try_reserve_exact(tasks.len())
+            .try_reserve_exact(n.div_ceil(chunksize))
             .map_err(|_| SubmitError::NoMemory)?;
-        for task in tasks {
-            match pool.submit(task) {
-                Ok(core) => chunks.push(Some(core)),
-                Err(e) => {
-                    for c in chunks.iter().flatten() {
-                        c.cancel();
-                    }
-                    return Err(e);
+        // Submits one task, or cancels everything submitted so far and gives the error.
+        let submit = |chunks: &mut Vec<Option<CoreRef>>, task: Option<Task>| match task
+            .ok_or(SubmitError::NoMemory)
+            .and_then(|t| pool.submit(t))
+        {
+            Ok(core) => {
+                chunks.push(Some(core));
+                Ok(())
+            }
+            Err(e) => {
+                for c in chunks.iter().flatten() {
+                    c.cancel();
+                }
+                Err(e)
+            }
+        };
+        match items {
+            Items::Calls(f, args) if chunksize > 1 && n > 0 => {
+                // One copy of the inputs, made and submitted chunk by chunk: the workers
+                // start on the first chunks while the later ones are still being copied.
+                let mut filler = ArgFiller::try_new(n).ok_or(SubmitError::NoMemory)?;
+                for c in args.chunks(chunksize) {
+                    let chunk = try_box(Chunk::Calls(f, filler.push(c))).ok();
+                    submit(&mut chunks, chunk.map(Task::Chunk))?;
+                }
+            }
+            items => {
+                let tasks = super::task::tasks_of(items, chunksize).ok_or(SubmitError::NoMemory)?;
+                for task in tasks {
+                    submit(&mut chunks, Some(task))?;
                 }
             }
         }

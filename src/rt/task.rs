@@ -240,15 +240,16 @@ unsafe impl Send for ArgBuf {}
 unsafe impl Sync for ArgBuf {}
 
 impl ArgBuf {
-    /// A copy of `items`, or `None` when there is no memory for it.
-    pub(crate) fn try_copy(items: &[*mut c_void]) -> Option<Shared<ArgBuf>> {
-        let bytes = std::mem::size_of_val(items);
-        if bytes >= HUGE_COPY {
+    /// Room for `len` values, not yet written (`ArgFiller` writes them), or `None` when
+    /// there is no memory for it. `len` is not 0.
+    fn try_alloc(len: usize) -> Option<Shared<ArgBuf>> {
+        let layout = std::alloc::Layout::array::<*mut c_void>(len).ok()?;
+        let (p, mapped) = if layout.size() >= HUGE_COPY {
             // SAFETY: a fresh private anonymous mapping; checked below.
             let p = unsafe {
                 libc::mmap(
                     std::ptr::null_mut(),
-                    bytes,
+                    layout.size(),
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                     -1,
@@ -259,50 +260,71 @@ impl ArgBuf {
                 return None;
             }
             // SAFETY: our mapping; a refused hint changes nothing.
-            unsafe { libc::madvise(p, bytes, libc::MADV_HUGEPAGE) };
-            let ptr = NonNull::new(p.cast::<*mut c_void>())?;
-            // SAFETY: `bytes` writable bytes, not overlapping `items`.
-            unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), ptr.as_ptr(), items.len()) };
-            // On failure the value comes back and its drop unmaps the copy.
-            return Shared::try_new(ArgBuf {
-                ptr,
-                len: items.len(),
-                mapped: true,
-            })
-            .ok();
-        }
-        let mut v = Vec::new();
-        v.try_reserve_exact(items.len()).ok()?;
-        v.extend_from_slice(items);
-        let b = Box::into_raw(v.into_boxed_slice());
-        Shared::try_new(ArgBuf {
-            // SAFETY: from `Box::into_raw`, never NULL.
-            ptr: unsafe { NonNull::new_unchecked(b.cast::<*mut c_void>()) },
-            len: items.len(),
-            mapped: false,
-        })
-        .ok()
+            unsafe { libc::madvise(p, layout.size(), libc::MADV_HUGEPAGE) };
+            (p.cast::<*mut c_void>(), true)
+        } else {
+            // SAFETY: `layout` is not zero-sized (`len` is not 0).
+            (
+                unsafe { std::alloc::alloc(layout) }.cast::<*mut c_void>(),
+                false,
+            )
+        };
+        let ptr = NonNull::new(p)?;
+        // On failure the value comes back and its drop frees the memory.
+        Shared::try_new(ArgBuf { ptr, len, mapped }).ok()
+    }
+
+    fn layout(&self) -> std::alloc::Layout {
+        std::alloc::Layout::array::<*mut c_void>(self.len).expect("checked in try_alloc")
     }
 }
 
 impl Drop for ArgBuf {
     fn drop(&mut self) {
         if self.mapped {
-            // SAFETY: the mapping made in `try_copy`, unmapped once.
-            unsafe {
-                libc::munmap(
-                    self.ptr.as_ptr().cast(),
-                    self.len * std::mem::size_of::<*mut c_void>(),
-                )
-            };
+            // SAFETY: the mapping made in `try_alloc`, unmapped once.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.layout().size()) };
         } else {
-            // SAFETY: the boxed slice made in `try_copy`, freed once.
-            drop(unsafe {
-                Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                    self.ptr.as_ptr(),
-                    self.len,
-                ))
-            });
+            // SAFETY: allocated in `try_alloc` with this layout, freed once.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), self.layout()) };
+        }
+    }
+}
+
+/// Fills an `ArgBuf` front to back, one chunk at a time, handing out each chunk's range
+/// as it is written: ranges are disjoint and never read before they are written.
+pub(crate) struct ArgFiller {
+    buf: Shared<ArgBuf>,
+    filled: usize,
+}
+
+impl ArgFiller {
+    /// Room for `len` values (not 0); `None` when there is no memory for it.
+    pub(crate) fn try_new(len: usize) -> Option<ArgFiller> {
+        Some(ArgFiller {
+            buf: ArgBuf::try_alloc(len)?,
+            filled: 0,
+        })
+    }
+
+    /// Copies `items` into the next range and returns that range as a chunk's slots.
+    pub(crate) fn push(&mut self, items: &[*mut c_void]) -> Slots {
+        let start = self.filled;
+        assert!(items.len() <= self.buf.len - start, "more items than room");
+        // SAFETY: `start..start + len` is within the buffer and no `Slots` owns it yet
+        // (ranges are handed out in order); `items` is the caller's, not overlapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                items.as_ptr(),
+                self.buf.ptr.as_ptr().add(start),
+                items.len(),
+            )
+        };
+        self.filled += items.len();
+        Slots::Shared {
+            buf: Shared::clone(&self.buf),
+            start,
+            len: items.len(),
         }
     }
 }
@@ -320,16 +342,6 @@ pub(crate) enum Slots {
 }
 
 impl Slots {
-    /// The range `start..start + len` of `buf` (which must hold it).
-    pub(crate) fn shared(buf: &Shared<ArgBuf>, start: usize, len: usize) -> Slots {
-        assert!(start + len <= buf.len, "range outside the map's inputs");
-        Slots::Shared {
-            buf: Shared::clone(buf),
-            start,
-            len,
-        }
-    }
-
     /// The items, for the one task that runs them and writes their values.
     fn as_mut_slice(&mut self) -> &mut [*mut c_void] {
         match self {
@@ -479,9 +491,10 @@ impl Task {
     }
 }
 
-/// The tasks of a map: one per item when `chunksize` is 0 or 1, else one per chunk of
-/// `chunksize` items. `None` when memory runs out (then nothing was submitted; the items
-/// are dropped).
+/// The tasks of a map, except pointer items in chunks (which `MapIter::start` copies and
+/// submits chunk by chunk): one per item when `chunksize` is 0 or 1, else one per chunk
+/// of `chunksize` byte items. `None` when memory runs out (then nothing was submitted;
+/// the items are dropped).
 pub(crate) fn tasks_of(items: Items<'_>, chunksize: usize) -> Option<Vec<Task>> {
     let chunksize = chunksize.max(1);
     let n = match &items {
@@ -491,20 +504,12 @@ pub(crate) fn tasks_of(items: Items<'_>, chunksize: usize) -> Option<Vec<Task>> 
     let mut tasks = Vec::new();
     tasks.try_reserve_exact(n.div_ceil(chunksize)).ok()?;
     match items {
-        Items::Calls(f, args) if chunksize == 1 => {
+        Items::Calls(f, args) => {
+            debug_assert!(chunksize == 1, "pointer chunks are made by MapIter::start");
             tasks.extend(args.iter().map(|&a| Task::Call(f, a)));
         }
         Items::Bytes(f, inputs) if chunksize == 1 => {
             tasks.extend(inputs.into_iter().map(|i| Task::Bytes(f, i)));
-        }
-        Items::Calls(f, args) => {
-            // One copy of every input, shared by the chunks (see `ArgBuf`).
-            let buf = ArgBuf::try_copy(args)?;
-            for start in (0..n).step_by(chunksize) {
-                let slots = Slots::shared(&buf, start, chunksize.min(n - start));
-                let chunk = try_box(Chunk::Calls(f, slots)).ok()?;
-                tasks.push(Task::Chunk(chunk));
-            }
         }
         Items::Bytes(f, inputs) => {
             let mut it = inputs.into_iter();
