@@ -230,7 +230,7 @@ impl Pool {
             return Err(SubmitError::NoMemory);
         }
         st.queue.push_back(core.clone());
-        self.queued.store(st.queue.len(), Ordering::Relaxed);
+        self.sync_queued(&st.queue);
         match self.plan(&mut st) {
             Action::Nothing => {}
             Action::Wake(t) => {
@@ -285,10 +285,20 @@ impl Pool {
         st.sleepers.pop()
     }
 
+    /// Mirrors whether the queue is empty into `queued` (under the lock), writing only
+    /// when that changes: a spinning worker reads `queued` in a loop, and a store per
+    /// submit would pull its cache line away from that worker on every task.
+    fn sync_queued(&self, queue: &VecDeque<CoreRef>) {
+        let v = usize::from(!queue.is_empty());
+        if self.queued.load(Ordering::Relaxed) != v {
+            self.queued.store(v, Ordering::Relaxed);
+        }
+    }
+
     /// Pops the next queued future (under the lock), keeping `queued` in step.
     fn pop(&self, st: &mut State) -> Option<CoreRef> {
         let job = st.queue.pop_front();
-        self.queued.store(st.queue.len(), Ordering::Relaxed);
+        self.sync_queued(&st.queue);
         job
     }
 
@@ -320,7 +330,7 @@ impl Pool {
                 }
             }
         }
-        self.queued.store(st.queue.len(), Ordering::Relaxed);
+        self.sync_queued(&st.queue);
         first
     }
 
@@ -668,7 +678,7 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
     for job in leftover.into_iter().rev() {
         st.queue.push_front(job);
     }
-    pool.queued.store(st.queue.len(), Ordering::Relaxed);
+    pool.sync_queued(&st.queue);
     drop(st);
     MY_LOCAL.with(|m| *m.borrow_mut() = None);
     if let Runner::Process(shared) = &pool.runner {
