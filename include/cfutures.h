@@ -665,11 +665,11 @@ cf_status cf_future_result_bytes(struct cf_future *f, double timeout, struct cf_
  * with `cf_map_free`.
  *
  * Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `fn` or `out`, NULL `args` with `n > 0`,
- * or a NaN timeout; `CF_NO_MEMORY` when the inputs cannot be copied or the map's handle,
- * tasks and chunks cannot be allocated (all of that is made before anything is
- * submitted, so then nothing runs); `CF_SHUTDOWN`, `CF_BROKEN`, `CF_OS_ERROR` as
- * `cf_submit` does, and `CF_NO_MEMORY` when a future or room in the queue runs out half
- * way (then nothing new runs: what was already submitted is cancelled).
+ * or a NaN timeout; `CF_NO_MEMORY` when the map's handle, its task list or the copy of
+ * the inputs cannot be allocated (then nothing runs);
+ * `CF_SHUTDOWN`, `CF_BROKEN`, `CF_OS_ERROR` as `cf_submit` does, and `CF_NO_MEMORY` when
+ * a chunk, a future or room in the queue runs out half way (then nothing new runs: what
+ * was already submitted is cancelled).
  */
 cf_status cf_map_new(struct cf_executor *ex,
                      cf_fn fn,

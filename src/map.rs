@@ -70,11 +70,11 @@ fn start(
 /// with `cf_map_free`.
 ///
 /// Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `fn` or `out`, NULL `args` with `n > 0`,
-/// or a NaN timeout; `CF_NO_MEMORY` when the inputs cannot be copied or the map's handle,
-/// tasks and chunks cannot be allocated (all of that is made before anything is
-/// submitted, so then nothing runs); `CF_SHUTDOWN`, `CF_BROKEN`, `CF_OS_ERROR` as
-/// `cf_submit` does, and `CF_NO_MEMORY` when a future or room in the queue runs out half
-/// way (then nothing new runs: what was already submitted is cancelled).
+/// or a NaN timeout; `CF_NO_MEMORY` when the map's handle, its task list or the copy of
+/// the inputs cannot be allocated (then nothing runs);
+/// `CF_SHUTDOWN`, `CF_BROKEN`, `CF_OS_ERROR` as `cf_submit` does, and `CF_NO_MEMORY` when
+/// a chunk, a future or room in the queue runs out half way (then nothing new runs: what
+/// was already submitted is cancelled).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_map_new(
     ex: *mut cf_executor,
@@ -169,7 +169,18 @@ fn next_item_of(
         Item::Failed(s, c, msg) => (s, (std::ptr::null_mut(), 0), c, msg),
         Item::Stop(s) => return Err(s),
     };
-    // SAFETY: each is NULL or writable (contract).
+    set_error(code, message, c, msg);
+    if status == CF_OK {
+        Ok(value)
+    } else {
+        Err(status)
+    }
+}
+
+/// Writes an item's error code and message to the caller's `code` and `message`, each of
+/// which may be NULL (0 and NULL for an item that succeeded).
+fn set_error(code: *mut c_int, message: *mut *const c_char, c: c_int, msg: *const c_char) {
+    // SAFETY: each is NULL or writable (contract of every `next` function).
     unsafe {
         if let Some(code) = code.as_mut() {
             *code = c;
@@ -177,11 +188,6 @@ fn next_item_of(
         if let Some(message) = message.as_mut() {
             *message = msg;
         }
-    }
-    if status == CF_OK {
-        Ok(value)
-    } else {
-        Err(status)
     }
 }
 
@@ -211,17 +217,9 @@ pub unsafe extern "C" fn cf_map_next(
         try_nonnull!(result);
         // SAFETY: `m` is NULL or a live map used by this thread only (contract).
         if let Some(v) = unsafe { m.as_mut() }.and_then(|m| m.inner.next_fast()) {
-            // SAFETY: `result` is non-NULL and writable; `code` and `message` are each
-            // NULL or writable (contract).
-            unsafe {
-                *result = v;
-                if let Some(code) = code.as_mut() {
-                    *code = 0;
-                }
-                if let Some(message) = message.as_mut() {
-                    *message = std::ptr::null();
-                }
-            }
+            // SAFETY: `result` is non-NULL and writable (contract).
+            unsafe { *result = v };
+            set_error(code, message, 0, std::ptr::null());
             return CF_OK;
         }
         let (value, _) = try_status!(next_item(m, false, code, message));
@@ -273,20 +271,15 @@ pub unsafe extern "C" fn cf_map_next_n(
         let out = unsafe { std::slice::from_raw_parts_mut(results, max) };
         let mut n = map.inner.take_ready(out);
         if n == 0 {
+            // Waits for the next item; on success it also sets `code`/`message` to 0/NULL.
             let (value, _) = try_status!(next_item_of(map, false, code, message));
             out[0] = value;
             n = 1 + map.inner.take_ready(&mut out[1..]);
+        } else {
+            set_error(code, message, 0, std::ptr::null());
         }
-        // SAFETY: as above; `code` and `message` are each NULL or writable (contract).
-        unsafe {
-            *n_read = n;
-            if let Some(code) = code.as_mut() {
-                *code = 0;
-            }
-            if let Some(message) = message.as_mut() {
-                *message = std::ptr::null();
-            }
-        }
+        // SAFETY: as above.
+        unsafe { *n_read = n };
         CF_OK
     }
 }

@@ -145,8 +145,10 @@ pub(crate) struct Core {
 // caller asked us to move between threads (the contract); `slot` is accessed only by the
 // unique winner of `start`/`claim` or after an Acquire of FINISHED, as described above.
 unsafe impl Send for Core {}
-// SAFETY: as above; every shared access is through the atomic state or the mutex.
+// SAFETY: as above; every shared access is through the atomic state or the listener
+// lock.
 unsafe impl Sync for Core {}
+
 impl Drop for Core {
     fn drop(&mut self) {
         // Listeners of a future nobody completed (a promise released with callbacks
@@ -410,11 +412,6 @@ impl Core {
                 NotAdded::NoMemory
             });
         };
-        self.link(node).map_err(|_| NotAdded::Done)
-    }
-
-    /// Links `node` unless the future is done; `Err` gives its listener back then.
-    fn link(&self, node: *mut Node) -> Result<(), Listener> {
         let guard = self.lock.lock();
         // AcqRel: see the module comment (a done phase lets the caller read the outcome).
         let prev = self.state.fetch_or(LISTENERS, Ordering::AcqRel);
@@ -422,7 +419,8 @@ impl Core {
             FINISHED | CANCELLED => {
                 drop(guard);
                 // SAFETY: never linked.
-                Err(unsafe { free_node(node) })
+                drop(unsafe { free_node(node) });
+                Err(NotAdded::Done)
             }
             _ => {
                 // SAFETY: `node` is ours until linked; the lock guards the list.
@@ -473,15 +471,16 @@ impl Core {
 
     /// Adds a done callback: run now on this thread if the future is done, else exactly
     /// once by whoever finishes or cancels it. `false` (and nothing registered or run)
-    /// when there is no memory to register it.
+    /// when there is no memory to register it on a future not yet done.
     pub(crate) fn add_callback(&self, f: CallbackFn, userdata: *mut c_void) -> bool {
-        let Ok(node) = try_node(Listener::Callback(f, userdata)) else {
-            return false;
-        };
-        if let Err(Listener::Callback(f, userdata)) = self.link(node) {
-            self.call(f, userdata);
+        match self.try_add_listener(Listener::Callback(f, userdata)) {
+            Ok(()) => true,
+            Err(NotAdded::Done) => {
+                self.call(f, userdata);
+                true
+            }
+            Err(NotAdded::NoMemory) => false,
         }
-        true
     }
 
     /// Blocks until done or `deadline`; true if done. On a pool worker the thread runs

@@ -137,7 +137,8 @@ impl MapIter {
     #[inline(always)]
     pub(crate) fn next_fast(&mut self) -> Option<*mut c_void> {
         if self.pos < self.cur_len {
-            // SAFETY: as in `next`.
+            // SAFETY: `cur` points at the values of chunk `self.chunk`, which
+            // `self.chunks` holds, and `pos < cur_len` is within them.
             let v = unsafe { *self.cur.add(self.pos) };
             self.pos += 1;
             self.next += 1;
@@ -208,13 +209,7 @@ impl MapIter {
 
     /// The next item's outcome, in input order.
     pub(crate) fn next(&mut self) -> Item {
-        // Fast path: the rest of a chunk of values that has already been waited for.
-        if self.pos < self.cur_len {
-            // SAFETY: `cur` points at the values of chunk `self.chunk`, which
-            // `self.chunks` holds, and `pos < cur_len` is within them.
-            let v = unsafe { *self.cur.add(self.pos) };
-            self.pos += 1;
-            self.next += 1;
+        if let Some(v) = self.next_fast() {
             return Item::Ok(v, 0);
         }
         self.leave_used_chunk();

@@ -186,6 +186,7 @@ impl Pool {
         // the thread that makes an executor is usually one that waits on its futures.
         drop(thread::current());
         let id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         Arc::new(Pool {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -201,8 +202,8 @@ impl Pool {
             }),
             queued: CachePadded::new(AtomicUsize::new(0)),
             spinners: AtomicUsize::new(0),
-            max_spinners: (thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1),
-            cpus: thread::available_parallelism().map_or(1, |n| n.get()),
+            max_spinners: (cpus / 2).max(1),
+            cpus,
             exited: Condvar::new(),
             max_workers: config.max_workers,
             prefix: config.name_prefix.unwrap_or_else(|| format!("cfpool{id}")),
@@ -304,8 +305,8 @@ impl Pool {
 
     /// Takes every queued future, and every batched one (under the lock).
     fn take_all(&self, st: &mut State) -> Vec<CoreRef> {
-        self.queued.store(0, Ordering::Relaxed);
         let mut all: Vec<_> = st.queue.drain(..).collect();
+        self.sync_queued(&st.queue);
         for local in &st.locals {
             all.extend(lock(local).drain(..));
         }

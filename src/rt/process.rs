@@ -829,34 +829,8 @@ impl Arena {
 
 /// Sends `bytes` with a descriptor attached (`SCM_RIGHTS`), then any rest of them.
 fn send_with_fd(sock: c_int, bytes: &[u8], fd: c_int) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr() as *mut c_void,
-        iov_len: bytes.len(),
-    };
-    let mut space = [0u64; 4];
-    // SAFETY: as in `send_ctl`: zeroed msghdr, a control buffer with room for one fd.
-    let n = unsafe {
-        let mut m: libc::msghdr = mem::zeroed();
-        m.msg_iov = &mut iov;
-        m.msg_iovlen = 1;
-        m.msg_control = space.as_mut_ptr().cast();
-        m.msg_controllen = libc::CMSG_SPACE(mem::size_of::<c_int>() as u32) as _;
-        let c = libc::CMSG_FIRSTHDR(&m);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<c_int>() as u32) as _;
-        ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>(), fd);
-        loop {
-            let n = libc::sendmsg(sock, &m, libc::MSG_NOSIGNAL);
-            if n >= 0 || errno() != libc::EINTR {
-                break n;
-            }
-        }
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    send_all(sock, &[&bytes[n as usize..]])
+    let n = sendmsg_fd(sock, bytes, Some(fd))?;
+    send_all(sock, &[&bytes[n..]])
 }
 
 /// How a task went to a worker.
@@ -1161,13 +1135,25 @@ impl Ctl {
 
 /// Sends a control message, with a descriptor attached when `fd` is given.
 fn send_ctl(sock: c_int, msg: &Ctl, fd: Option<c_int>) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: msg as *const Ctl as *mut c_void,
-        iov_len: mem::size_of::<Ctl>(),
+    // SAFETY: `Ctl` is `repr(C)` integers with no padding: every byte is initialized.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((msg as *const Ctl).cast::<u8>(), mem::size_of::<Ctl>())
     };
-    let mut space = [0u64; 8];
-    // SAFETY: zeroed msghdr is valid; the control buffer is large enough for one fd
-    // (CMSG_SPACE(4) <= 64 bytes) and aligned for cmsghdr.
+    // A SEQPACKET socket sends the whole message or nothing.
+    sendmsg_fd(sock, bytes, fd).map(|_| ())
+}
+
+/// One `sendmsg` of `bytes` (retried on EINTR), with `fd` attached by `SCM_RIGHTS` when
+/// given. Returns how many bytes went.
+fn sendmsg_fd(sock: c_int, bytes: &[u8], fd: Option<c_int>) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut c_void,
+        iov_len: bytes.len(),
+    };
+    let mut space = [0u64; 4];
+    // SAFETY: zeroed msghdr is valid; the iovec covers `bytes`, which sendmsg only reads;
+    // the control buffer is large enough for one fd (CMSG_SPACE(4) <= 32 bytes) and
+    // aligned for cmsghdr.
     unsafe {
         let mut m: libc::msghdr = mem::zeroed();
         m.msg_iov = &mut iov;
@@ -1184,7 +1170,7 @@ fn send_ctl(sock: c_int, msg: &Ctl, fd: Option<c_int>) -> io::Result<()> {
         loop {
             let n = libc::sendmsg(sock, &m, libc::MSG_NOSIGNAL);
             if n >= 0 {
-                return Ok(());
+                return Ok(n as usize);
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
