@@ -6,7 +6,7 @@ use crate::{
         context,
         future::{Core, Phase},
         shared::{try_box, try_cstring},
-        task::{Failure, Message, Outcome},
+        task::{Failure, Message, Outcome, OutcomeRef},
         time::Deadline,
     },
     status::*,
@@ -92,7 +92,7 @@ fn deadline(timeout: f64) -> Result<Deadline, cf_status> {
 }
 
 /// Waits for `f` within `timeout`, then maps its end to a status; `Ok` gives the outcome.
-fn settle(f: &Core, timeout: f64) -> Result<&Outcome, cf_status> {
+fn settle(f: &Core, timeout: f64) -> Result<OutcomeRef<'_>, cf_status> {
     let d = deadline(timeout)?;
     if !f.wait(d) {
         return Err(CF_TIMEOUT);
@@ -190,11 +190,11 @@ pub unsafe extern "C" fn cf_future_result(
         // SAFETY: `f` is NULL or a live handle.
         let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
         let value = match try_status!(settle(core, timeout)) {
-            Outcome::Value(v) => *v,
-            Outcome::Bytes(b) => b.ptr,
-            Outcome::Failed(e) => return e.status,
-            Outcome::Degraded(status, _) => return *status,
-            Outcome::Chunk(_) | Outcome::Values(_) => std::ptr::null_mut(),
+            OutcomeRef::Value(v) => v,
+            OutcomeRef::Bytes(b) => b.ptr,
+            OutcomeRef::Failed(e) => return e.status,
+            OutcomeRef::Degraded(status, _) => return status,
+            OutcomeRef::Chunk(_) | OutcomeRef::Values(_) => std::ptr::null_mut(),
         };
         // SAFETY: `result` is non-NULL and points to writable storage (contract).
         unsafe { *result = value };
@@ -398,10 +398,12 @@ pub unsafe extern "C" fn cf_future_result_bytes(
         // SAFETY: `f` is NULL or a live handle.
         let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
         let bytes = match try_status!(settle(core, timeout)) {
-            Outcome::Bytes(b) => crate::map::cf_bytes { data: b.ptr, len: b.len },
-            Outcome::Failed(e) => return e.status,
-            Outcome::Degraded(status, _) => return *status,
-            Outcome::Value(_) | Outcome::Chunk(_) | Outcome::Values(_) => return CF_INVALID_ARGUMENT,
+            OutcomeRef::Bytes(b) => crate::map::cf_bytes { data: b.ptr, len: b.len },
+            OutcomeRef::Failed(e) => return e.status,
+            OutcomeRef::Degraded(status, _) => return status,
+            OutcomeRef::Value(_) | OutcomeRef::Chunk(_) | OutcomeRef::Values(_) => {
+                return CF_INVALID_ARGUMENT;
+            }
         };
         // SAFETY: `out` is non-NULL and writable (contract).
         unsafe { *out = bytes };

@@ -3,7 +3,8 @@
 //!
 //! # Protocol
 //!
-//! The state word holds a phase and the `LISTENERS` flag:
+//! The state word holds a phase, the `LISTENERS` flag, and the `Kind` of what the slot
+//! holds (a task, nothing, or which outcome), so that the slot needs no tag of its own:
 //!
 //! ```text
 //!   PENDING ──start──▶ RUNNING ──claim──▶ COMPLETING ──publish──▶ FINISHED
@@ -12,12 +13,13 @@
 //! ```
 //!
 //! - `start` (PENDING → RUNNING) is won by exactly one worker, which then owns the task in
-//!   the slot and takes it out.
+//!   the slot and takes it out (the same CAS records the slot as empty).
 //! - `claim` (PENDING or RUNNING → COMPLETING) is won by exactly one completer, which then
-//!   owns the slot, writes the outcome, and `publish`es FINISHED with Release ordering.
+//!   owns the slot, drops a task still in it, writes the outcome, and `publish`es
+//!   FINISHED and the outcome's kind with Release ordering.
 //!   Readers load the state with Acquire and read the slot only once they see FINISHED.
-//! - `cancel` (PENDING → CANCELLED) never touches the slot; a queued task whose future was
-//!   cancelled is simply dropped when a worker fails to `start` it.
+//! - `cancel` (PENDING → CANCELLED) never touches the slot; the task of a cancelled future
+//!   (which no worker can `start` now) stays there until the future is dropped.
 //! - Listeners are a singly linked list (one small node each) whose head pointer is
 //!   guarded by the `listeners` lock. A registrant takes the lock, then sets `LISTENERS`
 //!   with a `fetch_or` that returns the phase: a done phase means "run it yourself now".
@@ -25,8 +27,9 @@
 //!   the list. Because the registrant holds the lock across its `fetch_or` and link, and
 //!   the completer takes the lock only after its own atomic step, every listener is
 //!   either drained by the completer or run by the registrant: exactly once, never lost.
-//!   (A one-word lock and a list head rather than a `Mutex<Vec>` keep a future at 48
-//!   bytes, and a callback costs a 32-byte node instead of a 96-byte vector.)
+//!   (A one-word lock and a list head rather than a `Mutex<Vec>`, and the slot's kind in
+//!   the state word, keep a future's core at 32 bytes, and a callback costs a 32-byte
+//!   node instead of a 96-byte vector.)
 //! - A completion with no listener takes no lock: one CAS and one `fetch_add`.
 //!
 //! # Memory ordering
@@ -43,13 +46,17 @@ use super::{
     context,
     shared::{Shared, try_box},
     sync::{AtomicU32, Ordering, RawLock, Thread, UnsafeCell, thread},
-    task::{Outcome, Task},
+    task::{Failure, MallocBuf, Outcome, OutcomeRef, Task, TaskFn, Values},
     time::Deadline,
     waiter::{WaitSet, block_on},
 };
 use crate::future::cf_future;
+use crate::status::cf_status;
 use crossbeam_utils::Backoff;
-use std::{ffi::c_void, mem};
+use std::{
+    ffi::{c_int, c_void},
+    mem,
+};
 
 /// The future has not started.
 const PENDING: u32 = 0;
@@ -65,6 +72,10 @@ const CANCELLED: u32 = 4;
 const PHASE: u32 = 0b111;
 /// Set once any listener was registered: the completer must drain the list.
 const LISTENERS: u32 = 0b1000;
+/// What the slot holds (`Kind`), in the four bits above `LISTENERS`.
+const KIND_SHIFT: u32 = 4;
+/// Mask of the kind bits.
+const KIND: u32 = 0b1111 << KIND_SHIFT;
 
 /// The phase as the C API reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,10 +99,192 @@ pub(crate) enum Listener {
     Callback(CallbackFn, *mut c_void),
 }
 
-enum Slot {
-    Empty,
-    Task(Task),
-    Done(Outcome),
+/// What a future's slot holds. The kind lives in the state word, so that the slot itself
+/// is two words with no tag of its own (a future's core is then 32 bytes, one 48-byte
+/// block with its count; with a tagged `enum` it was 48 and 64). The kind changes only in
+/// the same atomic step that hands the slot to a new owner: the constructor, `start`
+/// (which takes the task: `Empty`), `claim` (`Empty`, the old content dropped by the
+/// winner) and `publish` (the outcome's kind, with FINISHED).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u32)]
+enum Kind {
+    Empty = 0,
+    /// `Task::Call(fn, arg)`, stored as its two words.
+    Call,
+    /// Any other task, boxed (byte tasks and map chunks: one more allocation, beside the
+    /// copies they make anyway).
+    Boxed,
+    Value,
+    Bytes,
+    Failed,
+    Chunk,
+    Values,
+    Degraded,
+}
+
+impl Kind {
+    const ALL: [Kind; 9] = [
+        Kind::Empty,
+        Kind::Call,
+        Kind::Boxed,
+        Kind::Value,
+        Kind::Bytes,
+        Kind::Failed,
+        Kind::Chunk,
+        Kind::Values,
+        Kind::Degraded,
+    ];
+
+    /// The kind recorded in a state word.
+    fn of(state: u32) -> Kind {
+        Kind::ALL[((state & KIND) >> KIND_SHIFT) as usize]
+    }
+
+    /// The kind as state-word bits.
+    const fn bits(self) -> u32 {
+        (self as u32) << KIND_SHIFT
+    }
+}
+
+/// Two words of storage for the slot's content, whose type `Kind` records.
+#[repr(C, align(8))]
+struct Payload(mem::MaybeUninit<[usize; 2]>);
+
+impl Payload {
+    const fn empty() -> Payload {
+        Payload(mem::MaybeUninit::uninit())
+    }
+
+    /// Stores `v` (whatever was there is overwritten, not dropped).
+    fn put<T>(&mut self, v: T) {
+        const {
+            assert!(mem::size_of::<T>() <= mem::size_of::<Payload>());
+            assert!(mem::align_of::<T>() <= mem::align_of::<Payload>());
+        }
+        // SAFETY: the payload is large and aligned enough for a `T` (checked above).
+        unsafe { self.0.as_mut_ptr().cast::<T>().write(v) }
+    }
+
+    /// # Safety
+    /// The payload holds a `T` (its kind says so).
+    unsafe fn get<T>(&self) -> &T {
+        // SAFETY: the caller's promise.
+        unsafe { &*self.0.as_ptr().cast::<T>() }
+    }
+
+    /// Moves the `T` out; the payload is then logically empty.
+    ///
+    /// # Safety
+    /// The payload holds a `T` (its kind says so), and the kind is changed so that it is
+    /// never read or dropped again.
+    unsafe fn take<T>(&mut self) -> T {
+        // SAFETY: the caller's promise.
+        unsafe { self.0.as_ptr().cast::<T>().read() }
+    }
+
+    /// A task stored; `Err` with the task back when the box for a non-`Call` task cannot
+    /// be allocated.
+    fn with_task(task: Task) -> Result<(Kind, Payload), Task> {
+        let mut p = Payload::empty();
+        match task {
+            Task::Call(f, arg) => {
+                p.put((f, arg));
+                Ok((Kind::Call, p))
+            }
+            other => {
+                p.put(try_box(other)?);
+                Ok((Kind::Boxed, p))
+            }
+        }
+    }
+
+    /// Stores an outcome (never allocates); returns its kind.
+    fn put_outcome(&mut self, outcome: Outcome) -> Kind {
+        match outcome {
+            Outcome::Value(v) => {
+                self.put(v);
+                Kind::Value
+            }
+            Outcome::Bytes(b) => {
+                self.put(b);
+                Kind::Bytes
+            }
+            Outcome::Failed(e) => {
+                self.put(e);
+                Kind::Failed
+            }
+            Outcome::Chunk(items) => {
+                self.put(items);
+                Kind::Chunk
+            }
+            Outcome::Values(v) => {
+                self.put(v);
+                Kind::Values
+            }
+            Outcome::Degraded(status, code) => {
+                self.put((status, code));
+                Kind::Degraded
+            }
+        }
+    }
+
+    /// Takes the task out.
+    ///
+    /// # Safety
+    /// `kind` is this payload's kind, and is changed so that the payload is not read
+    /// again.
+    unsafe fn take_task(&mut self, kind: Kind) -> Option<Task> {
+        // SAFETY (each arm): the kind says what the payload holds (the caller's promise).
+        match kind {
+            Kind::Call => {
+                let (f, arg) = unsafe { self.take::<(TaskFn, *mut c_void)>() };
+                Some(Task::Call(f, arg))
+            }
+            Kind::Boxed => Some(*unsafe { self.take::<Box<Task>>() }),
+            _ => None,
+        }
+    }
+
+    /// The outcome, borrowed.
+    ///
+    /// # Safety
+    /// `kind` is this payload's kind.
+    unsafe fn outcome(&self, kind: Kind) -> Option<OutcomeRef<'_>> {
+        // SAFETY (each arm): the kind says what the payload holds (the caller's promise).
+        unsafe {
+            Some(match kind {
+                Kind::Value => OutcomeRef::Value(*self.get()),
+                Kind::Bytes => OutcomeRef::Bytes(self.get()),
+                Kind::Failed => OutcomeRef::Failed(self.get::<Box<Failure>>()),
+                Kind::Chunk => OutcomeRef::Chunk(self.get::<Box<[Outcome]>>()),
+                Kind::Values => OutcomeRef::Values(self.get::<Box<Values>>()),
+                Kind::Degraded => {
+                    let &(status, code) = self.get::<(cf_status, c_int)>();
+                    OutcomeRef::Degraded(status, code)
+                }
+                Kind::Empty | Kind::Call | Kind::Boxed => return None,
+            })
+        }
+    }
+
+    /// Drops the content.
+    ///
+    /// # Safety
+    /// `kind` is this payload's kind, and is changed so that the payload is not read or
+    /// dropped again.
+    unsafe fn drop_content(&mut self, kind: Kind) {
+        // SAFETY (each arm): the kind says what the payload holds (the caller's promise).
+        unsafe {
+            match kind {
+                Kind::Empty | Kind::Call | Kind::Value | Kind::Degraded => {}
+                Kind::Boxed => drop(self.take::<Box<Task>>()),
+                Kind::Bytes => drop(self.take::<MallocBuf>()),
+                Kind::Failed => drop(self.take::<Box<Failure>>()),
+                Kind::Chunk => drop(self.take::<Box<[Outcome]>>()),
+                Kind::Values => drop(self.take::<Box<Values>>()),
+            }
+        }
+    }
 }
 
 /// One registered listener; the list is newest first.
@@ -138,7 +331,8 @@ pub(crate) struct Core {
     lock: RawLock,
     /// The newest listener.
     listeners: UnsafeCell<*mut Node>,
-    slot: UnsafeCell<Slot>,
+    /// The task, then the outcome; its `Kind` is in `state`.
+    slot: UnsafeCell<Payload>,
 }
 
 // SAFETY: the raw pointers inside (task args, results, userdata) are opaque values the C
@@ -151,6 +345,10 @@ unsafe impl Sync for Core {}
 
 impl Drop for Core {
     fn drop(&mut self) {
+        let kind = Kind::of(self.state.load(Ordering::Acquire));
+        // SAFETY: `&mut self`: no other reference; `kind` is the slot's.
+        self.slot
+            .with_mut(|slot| unsafe { (*slot).drop_content(kind) });
         // Listeners of a future nobody completed (a promise released with callbacks
         // registered): freed, not run.
         // SAFETY: `&mut self`: no other reference.
@@ -171,10 +369,11 @@ impl Drop for Core {
 unsafe impl Send for Listener {}
 
 impl Core {
-    /// The one allocation of a future; `None` (the slot dropped) when memory runs out.
-    fn with_slot(slot: Slot) -> Option<CoreRef> {
+    /// The one allocation of a future; `None` (the slot's content dropped) when memory
+    /// runs out.
+    fn with_slot(kind: Kind, slot: Payload) -> Option<CoreRef> {
         Shared::try_new(Core {
-            state: AtomicU32::new(PENDING),
+            state: AtomicU32::new(PENDING | kind.bits()),
             lock: RawLock::new(),
             listeners: UnsafeCell::new(std::ptr::null_mut()),
             slot: UnsafeCell::new(slot),
@@ -185,12 +384,13 @@ impl Core {
     /// A pending future that will run `task`; `None` (the task dropped, never run) when
     /// memory runs out.
     pub(crate) fn with_task(task: Task) -> Option<CoreRef> {
-        Self::with_slot(Slot::Task(task))
+        let (kind, slot) = Payload::with_task(task).ok()?;
+        Self::with_slot(kind, slot)
     }
 
     /// A pending promise (completed by the caller); `None` when memory runs out.
     pub(crate) fn try_promise() -> Option<CoreRef> {
-        Self::with_slot(Slot::Empty)
+        Self::with_slot(Kind::Empty, Payload::empty())
     }
 
     /// A pending promise, for tests, which do not run out of memory.
@@ -217,16 +417,19 @@ impl Core {
     }
 
     /// The outcome, once finished (`None` while not done and when cancelled).
-    pub(crate) fn outcome(&self) -> Option<&Outcome> {
-        if self.phase() != Phase::Finished {
+    pub(crate) fn outcome(&self) -> Option<OutcomeRef<'_>> {
+        // Acquire: pairs with `publish`, which wrote the slot and then its kind.
+        let state = self.state.load(Ordering::Acquire);
+        if state & PHASE != FINISHED {
             return None;
         }
-        // SAFETY: FINISHED was acquired above; after publish the slot is never written
-        // again until drop, so shared reads are fine (also after the closure returns).
-        match self.slot.with(|slot| unsafe { &*slot }) {
-            Slot::Done(o) => Some(o),
-            _ => unreachable!("finished future without an outcome"),
-        }
+        // SAFETY: FINISHED was acquired with the kind; after publish the slot is never
+        // written again until drop, so shared reads are fine (also after the closure).
+        let o = self
+            .slot
+            .with(|slot| unsafe { (*slot).outcome(Kind::of(state)) });
+        debug_assert!(o.is_some(), "finished future without an outcome");
+        o
     }
 
     /// PENDING → RUNNING. `Ok(())` if this call moved it; otherwise the phase it is in.
@@ -252,17 +455,28 @@ impl Core {
     /// For a worker: start the future and take its task, or `None` if it was cancelled
     /// (or completed by someone else) before it started.
     pub(crate) fn start(&self) -> Option<Task> {
-        self.set_running().ok()?;
-        // SAFETY: winning PENDING → RUNNING makes us the only one touching the slot until
-        // we claim it; nobody else reads a slot that is not FINISHED.
-        match self
-            .slot
-            .with_mut(|slot| mem::replace(unsafe { &mut *slot }, Slot::Empty))
-        {
-            Slot::Task(task) => Some(task),
-            Slot::Empty => None, // a promise marked running through the executor path
-            Slot::Done(_) => unreachable!("done slot in a running future"),
+        let mut cur = self.state.load(Ordering::Relaxed);
+        loop {
+            if cur & PHASE != PENDING {
+                return None;
+            }
+            // AcqRel: the winner owns the slot and takes the task out; the kind becomes
+            // `Empty` in the same step, so nobody drops the task again.
+            match self.state.compare_exchange_weak(
+                cur,
+                (cur & !(PHASE | KIND)) | RUNNING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
         }
+        // SAFETY: winning PENDING → RUNNING makes us the only one touching the slot until
+        // we claim it; `cur` has its kind, now recorded as `Empty`. (A promise marked
+        // running through the executor path has no task: `None`.)
+        self.slot
+            .with_mut(|slot| unsafe { (*slot).take_task(Kind::of(cur)) })
     }
 
     /// Completes the future with `outcome` (result, byte result or failure).
@@ -281,10 +495,11 @@ impl Core {
                 FINISHED | CANCELLED => return Err(outcome),
                 _ => unreachable!("invalid future phase"),
             }
-            // AcqRel: the winner owns the slot and must see earlier writes to it.
+            // AcqRel: the winner owns the slot and must see earlier writes to it. The kind
+            // becomes `Empty`: the winner drops what the slot held (a task not started).
             match self.state.compare_exchange_weak(
                 cur,
-                (cur & !PHASE) | COMPLETING,
+                (cur & !(PHASE | KIND)) | COMPLETING,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -292,14 +507,18 @@ impl Core {
                 Err(actual) => cur = actual,
             }
         }
-        // SAFETY: we won the claim: no one else reads or writes the slot until FINISHED.
-        self.slot
-            .with_mut(|slot| unsafe { *slot = Slot::Done(outcome) });
-        // Release: publishes the outcome with the FINISHED phase. COMPLETING + 1 ==
-        // FINISHED, so the add changes only the phase and keeps LISTENERS as it is now.
+        // SAFETY: we won the claim: no one else reads or writes the slot until FINISHED;
+        // `cur` has the kind of what it held.
+        let kind = self.slot.with_mut(|slot| unsafe {
+            (*slot).drop_content(Kind::of(cur));
+            (*slot).put_outcome(outcome)
+        });
+        // Release: publishes the outcome with the FINISHED phase and its kind. COMPLETING
+        // + 1 == FINISHED and the kind bits are 0 now, so the add changes only the phase
+        // and the kind, and keeps LISTENERS as it is now.
         let prev = self
             .state
-            .fetch_add(FINISHED - COMPLETING, Ordering::Release);
+            .fetch_add((FINISHED - COMPLETING) + kind.bits(), Ordering::Release);
         if prev & LISTENERS != 0 {
             self.fire();
         }
@@ -560,11 +779,76 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rt::task::{Chunk, Slots};
     use std::sync::atomic::AtomicUsize;
 
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     unsafe extern "C-unwind" fn count(_: *mut cf_future, ud: *mut c_void) {
         CALLS.fetch_add(ud as usize, Ordering::SeqCst);
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_future_is_one_48_byte_block() {
+        // 32 bytes of core and a word of count: a 48-byte malloc chunk, not 64.
+        assert_eq!(mem::size_of::<Core>(), 32);
+        assert_eq!(mem::size_of::<Payload>(), 16);
+    }
+
+    unsafe extern "C-unwind" fn ident(arg: *mut c_void) -> *mut c_void {
+        arg
+    }
+
+    #[test]
+    fn every_slot_kind_reads_back_and_drops() {
+        // Each outcome kind, published on a promise, reads back as itself.
+        let failure = Outcome::failed(crate::status::CF_TASK_FAILED, 5, "boom");
+        type Check = fn(OutcomeRef<'_>) -> bool;
+        let cases: Vec<(Outcome, Check)> = vec![
+            (
+                Outcome::Value(7 as *mut c_void),
+                |o| matches!(o, OutcomeRef::Value(p) if p as usize == 7),
+            ),
+            (
+                failure,
+                |o| matches!(o, OutcomeRef::Failed(e) if e.code == 5),
+            ),
+            (Outcome::Degraded(3, 4), |o| {
+                matches!(o, OutcomeRef::Degraded(3, 4))
+            }),
+            (
+                Outcome::Chunk(vec![Outcome::Value(std::ptr::null_mut())].into()),
+                |o| matches!(o, OutcomeRef::Chunk(items) if items.len() == 1),
+            ),
+        ];
+        for (outcome, check) in cases {
+            let f = Core::promise();
+            assert!(f.outcome().is_none());
+            assert!(f.finish(outcome).is_ok());
+            assert!(check(f.outcome().expect("finished")));
+            assert!(f.outcome().unwrap().error().is_some() == f.failed());
+        }
+        // A call task is taken by `start` and not dropped again; a boxed one (a chunk) is
+        // dropped by whoever ends the future first: a completer, a cancel, or the drop.
+        let call = Core::with_task(Task::Call(ident, 9 as *mut c_void)).unwrap();
+        match call.start() {
+            Some(Task::Call(_, a)) => assert_eq!(a as usize, 9),
+            _ => panic!("expected the call task"),
+        }
+        assert!(call.start().is_none());
+        let chunk = || {
+            let c = Chunk::Calls(ident, Slots::Owned(vec![std::ptr::null_mut(); 2].into()));
+            Core::with_task(Task::Chunk(Box::new(c))).unwrap()
+        };
+        let broken = chunk();
+        assert!(broken.finish(Outcome::no_memory()).is_ok());
+        assert!(broken.start().is_none());
+        let cancelled = chunk();
+        assert!(cancelled.cancel());
+        assert!(cancelled.start().is_none());
+        drop(chunk());
+        let started = chunk();
+        assert!(matches!(started.start(), Some(Task::Chunk(_))));
     }
 
     #[test]
@@ -577,7 +861,7 @@ mod tests {
         assert!(f.add_callback(count, std::ptr::without_provenance_mut(1)));
         assert!(f.finish(Outcome::Value(7 as *mut c_void)).is_ok());
         assert!(f.finish(Outcome::Value(8 as *mut c_void)).is_err());
-        assert!(matches!(f.outcome(), Some(Outcome::Value(p)) if *p as usize == 7));
+        assert!(matches!(f.outcome(), Some(OutcomeRef::Value(p)) if p as usize == 7));
         assert!(f.add_callback(count, std::ptr::without_provenance_mut(10)));
         assert_eq!(CALLS.load(Ordering::SeqCst), 11);
     }

@@ -21,7 +21,7 @@ use super::{
     pool::{Config, Pool, Runner},
     shared::Shared,
     sync::{Arc, thread},
-    task::{Failure, Outcome, Task},
+    task::{Failure, Outcome, OutcomeRef, Task},
     time::Deadline,
 };
 use crate::{
@@ -71,7 +71,7 @@ fn value(n: usize) -> Outcome {
 
 fn value_of(f: &Core) -> Option<usize> {
     match f.outcome() {
-        Some(Outcome::Value(v)) => Some(*v as usize),
+        Some(OutcomeRef::Value(v)) => Some(v as usize),
         _ => None,
     }
 }

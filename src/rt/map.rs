@@ -6,7 +6,7 @@ use super::{
     pool::{Pool, SubmitError},
     shared::try_box,
     sync::Arc,
-    task::{ArgFiller, BytesFn, Chunk, Outcome, Task, TaskFn},
+    task::{ArgFiller, BytesFn, Chunk, Outcome, OutcomeRef, Task, TaskFn},
     time::Deadline,
 };
 use crate::{
@@ -177,12 +177,14 @@ impl MapIter {
             };
             let in_chunk = self.chunksize.min(self.n - ci * self.chunksize);
             match core.outcome() {
-                Some(Outcome::Values(v)) if v.failure.is_none() && v.values.len() == in_chunk => {
+                Some(OutcomeRef::Values(v))
+                    if v.failure.is_none() && v.values.len() == in_chunk =>
+                {
                     self.cur = v.values.as_ptr();
                     self.cur_len = in_chunk;
                     self.pos = 0;
                 }
-                Some(Outcome::Value(_)) if !self.keep_results => match self.next() {
+                Some(OutcomeRef::Value(_)) if !self.keep_results => match self.next() {
                     Item::Ok(v, _) => {
                         out[n] = v;
                         n += 1;
@@ -226,7 +228,7 @@ impl MapIter {
         let in_chunk = self.chunksize.min(self.n - ci * self.chunksize);
         let item = match core.outcome() {
             None => Item::Failed(CF_CANCELLED, 0, std::ptr::null()),
-            Some(Outcome::Values(v)) => {
+            Some(OutcomeRef::Values(v)) => {
                 if off == 0 && v.failure.is_none() && v.values.len() == in_chunk && in_chunk > 1 {
                     // Read the rest of this chunk on the fast path.
                     self.cur = v.values.as_ptr();
@@ -243,19 +245,23 @@ impl MapIter {
             }
             Some(o) => {
                 let o = match o {
-                    Outcome::Chunk(items) => items.get(off),
+                    OutcomeRef::Chunk(items) => items.get(off).map(Outcome::as_ref),
                     other => Some(other),
                 };
                 match o {
                     None => Item::Failed(CF_CANCELLED, 0, std::ptr::null()),
-                    Some(Outcome::Failed(e)) => Item::Failed(e.status, e.code, failure_message(e)),
-                    Some(d @ Outcome::Degraded(..)) => {
+                    Some(OutcomeRef::Failed(e)) => {
+                        Item::Failed(e.status, e.code, failure_message(e))
+                    }
+                    Some(d @ OutcomeRef::Degraded(..)) => {
                         let (status, code, message) = d.error().expect("an error outcome");
                         Item::Failed(status, code, message)
                     }
-                    Some(Outcome::Value(v)) => Item::Ok(*v, 0),
-                    Some(Outcome::Bytes(b)) => Item::Ok(b.ptr, b.len),
-                    Some(Outcome::Chunk(_) | Outcome::Values(_)) => unreachable!("nested chunk"),
+                    Some(OutcomeRef::Value(v)) => Item::Ok(v, 0),
+                    Some(OutcomeRef::Bytes(b)) => Item::Ok(b.ptr, b.len),
+                    Some(OutcomeRef::Chunk(_) | OutcomeRef::Values(_)) => {
+                        unreachable!("nested chunk")
+                    }
                 }
             }
         };

@@ -182,9 +182,43 @@ impl Outcome {
     /// An error outcome's status, code and message (NULL if none; owned by the outcome or
     /// static); `None` for a value.
     pub(crate) fn error(&self) -> Option<(cf_status, c_int, *const c_char)> {
+        self.as_ref().error()
+    }
+}
+
+/// A finished future's outcome, borrowed from the future (whose slot keeps it in a packed
+/// form, see `rt::future`): `Outcome` with its payloads by reference.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum OutcomeRef<'a> {
+    Value(*mut c_void),
+    Bytes(&'a MallocBuf),
+    Failed(&'a Failure),
+    Chunk(&'a [Outcome]),
+    Values(&'a Values),
+    Degraded(cf_status, c_int),
+}
+
+impl Outcome {
+    /// This outcome borrowed, as a future hands out its own.
+    pub(crate) fn as_ref(&self) -> OutcomeRef<'_> {
         match self {
-            Outcome::Failed(e) => Some((e.status, e.code, e.message_ptr())),
-            Outcome::Degraded(status, code) => Some((*status, *code, NO_MEMORY_MESSAGE.as_ptr())),
+            Outcome::Value(v) => OutcomeRef::Value(*v),
+            Outcome::Bytes(b) => OutcomeRef::Bytes(b),
+            Outcome::Failed(e) => OutcomeRef::Failed(e),
+            Outcome::Chunk(items) => OutcomeRef::Chunk(items),
+            Outcome::Values(v) => OutcomeRef::Values(v),
+            Outcome::Degraded(status, code) => OutcomeRef::Degraded(*status, *code),
+        }
+    }
+}
+
+impl OutcomeRef<'_> {
+    /// An error outcome's status, code and message (NULL if none; owned by the outcome or
+    /// static); `None` for a value.
+    pub(crate) fn error(self) -> Option<(cf_status, c_int, *const c_char)> {
+        match self {
+            OutcomeRef::Failed(e) => Some((e.status, e.code, e.message_ptr())),
+            OutcomeRef::Degraded(status, code) => Some((status, code, NO_MEMORY_MESSAGE.as_ptr())),
             _ => None,
         }
     }
