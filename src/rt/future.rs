@@ -45,7 +45,7 @@
 use super::{
     context,
     shared::{Shared, try_box},
-    sync::{AtomicU32, Ordering, RawLock, Thread, UnsafeCell, thread},
+    sync::{AtomicU32, Ordering, RawLock, Thread, UnsafeCell, alloc, dealloc, thread},
     task::{Failure, MallocBuf, Outcome, OutcomeRef, Task, TaskFn, Values},
     time::Deadline,
     waiter::{WaitSet, block_on},
@@ -54,6 +54,7 @@ use crate::future::cf_future;
 use crate::status::cf_status;
 use crossbeam_utils::Backoff;
 use std::{
+    alloc::Layout,
     ffi::{c_int, c_void},
     mem,
 };
@@ -370,14 +371,19 @@ fn try_node(listener: Listener) -> Result<*mut Node, Listener> {
             CALLBACK
         }
     };
-    let node = Node {
+    let mut node = Node {
         link: std::ptr::without_provenance_mut(tag),
         payload,
     };
-    // SAFETY: the node came back unused; its listener is taken once, here.
-    try_box(node)
-        .map(Box::into_raw)
-        .map_err(|mut n| unsafe { n.take_listener() })
+    // SAFETY: `Node` is not zero-sized.
+    let p = unsafe { alloc(Layout::new::<Node>()) }.cast::<Node>();
+    if p.is_null() {
+        // SAFETY: the node was never linked; its listener is taken once, here.
+        return Err(unsafe { node.take_listener() });
+    }
+    // SAFETY: a fresh allocation with `Node`'s layout.
+    unsafe { p.write(node) };
+    Ok(p)
 }
 
 /// Takes a node back (from `try_node`) and returns its listener.
@@ -385,8 +391,13 @@ fn try_node(listener: Listener) -> Result<*mut Node, Listener> {
 /// # Safety
 /// `p` came from `try_node` and is no longer linked anywhere.
 unsafe fn free_node(p: *mut Node) -> Listener {
-    // SAFETY: made by `Box::into_raw` in `try_node`; its listener is taken once, here.
-    unsafe { Box::from_raw(p).take_listener() }
+    // SAFETY: made by `try_node`; its listener is taken once, here, and the memory freed
+    // with the layout it was allocated with.
+    unsafe {
+        let listener = (*p).take_listener();
+        dealloc(p.cast(), Layout::new::<Node>());
+        listener
+    }
 }
 
 /// A counted reference to a future's core: what `cf_future *` handles, queues and

@@ -1,6 +1,8 @@
 //! The engine: futures, waiting, thread pools. No raw pointers from C and no
 //! `extern "C"` here; the FFI modules wrap these types.
 
+#[cfg(not(cfutures_loom))]
+pub(crate) mod blocks;
 pub(crate) mod context;
 pub(crate) mod future;
 pub(crate) mod many;

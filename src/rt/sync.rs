@@ -44,13 +44,14 @@ pub(crate) use loom::{
 #[cfg(cfutures_loom)]
 pub(crate) use loom_shim::{Mutex, thread, thread::Thread};
 
+/// The allocator of `rt::shared::Shared` and of listener nodes: std's behind the small
+/// block cache (`rt::blocks`), or loom's leak-tracking wrapper of std's, so that every
+/// model fails an execution that leaks a future or a wait set (and one that frees an
+/// allocation twice).
+#[cfg(not(cfutures_loom))]
+pub(crate) use super::blocks::{alloc, dealloc};
 #[cfg(cfutures_loom)]
 pub(crate) use loom::alloc::{alloc, dealloc};
-/// The allocator of `rt::shared::Shared`: std's, or loom's leak-tracking wrapper of it,
-/// so that every model fails an execution that leaks a future or a wait set (and one
-/// that frees an allocation twice).
-#[cfg(not(cfutures_loom))]
-pub(crate) use std::alloc::{alloc, dealloc};
 #[cfg(cfutures_loom)]
 pub(crate) use std::sync::Arc;
 
