@@ -23,8 +23,12 @@
 //!   allocator instead, so the cache never waits, and a process forked while another
 //!   thread held the lock (a process pool's worker) simply bypasses the depot.
 //! - A thread's magazines go to the depot, or back to the allocator, when it exits.
-//!   Never allocating, the cache itself cannot run out of memory; the allocator's failure
-//!   is reported as before (NULL).
+//!   That needs a thread-exit destructor, whose registration allocates (and glibc aborts
+//!   when it cannot): so a thread uses the cache only once it is *armed*, which
+//!   registers it. Executor creation arms the calling thread and each worker arms itself
+//!   when it starts; any other thread arms itself at its first small allocation if a
+//!   probe allocation succeeds, and otherwise goes straight to the allocator. Beyond
+//!   that the cache never allocates: the allocator's failure is reported as before (NULL).
 //! - Off in unit tests (which count every allocation), under loom (whose allocator
 //!   tracks leaks), and when `CFUTURES_NO_BLOCK_CACHE` is set in the environment: the
 //!   valgrind run sets it, since a freed block kept in a magazine would hide a use after
@@ -166,6 +170,38 @@ std::thread_local! {
             mags: [Magazine::EMPTY; CLASSES],
         })
     };
+    /// Whether `LOCAL`'s destructor is registered (see the module comment). No
+    /// destructor of its own, so reading it registers nothing.
+    static ARMED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Registers this thread's magazines (their thread-exit destructor allocates), while
+/// there is memory for it; see the module comment. Idempotent.
+pub(crate) fn arm_thread() {
+    if !enabled() || ARMED.get() {
+        return;
+    }
+    // The first access registers the destructor.
+    if LOCAL.try_with(|_| ()).is_ok() {
+        ARMED.set(true);
+    }
+}
+
+/// Whether this thread may use its magazines: armed, or armed now after a probe
+/// allocation shows that there is memory to register them.
+fn armed() -> bool {
+    if ARMED.get() {
+        return true;
+    }
+    // SAFETY: a plain allocation, freed at once.
+    let probe = unsafe { libc::malloc(1024) };
+    if probe.is_null() {
+        return false;
+    }
+    // SAFETY: allocated just above.
+    unsafe { libc::free(probe) };
+    arm_thread();
+    ARMED.get()
 }
 
 /// The class of a layout, if it is cached.
@@ -229,6 +265,10 @@ pub(crate) unsafe fn dealloc(p: *mut u8, layout: Layout) {
 
 /// A block of class `c`: this thread's magazine, the depot, or the allocator.
 fn alloc_class(c: usize) -> *mut u8 {
+    if !armed() {
+        // SAFETY: a non-zero-sized layout.
+        return unsafe { std::alloc::alloc(class_layout(c)) };
+    }
     let cached = LOCAL.try_with(|l| {
         // SAFETY: this thread's own magazines, borrowed for this call only (nothing
         // below calls back into the cache).
@@ -251,6 +291,10 @@ fn alloc_class(c: usize) -> *mut u8 {
 /// # Safety
 /// `p` came from `alloc_class(c)` and is freed once.
 unsafe fn dealloc_class(c: usize, p: *mut u8) {
+    if !armed() {
+        // SAFETY: blocks of class `c` are allocated with its layout (`alloc_class`).
+        return unsafe { std::alloc::dealloc(p, class_layout(c)) };
+    }
     let kept = LOCAL.try_with(|l| {
         // SAFETY: as in `alloc_class`.
         let mag = unsafe { &mut (*l.get()).mags[c] };

@@ -185,6 +185,9 @@ impl Pool {
         // first blocking wait would otherwise allocate it, and std aborts if it cannot):
         // the thread that makes an executor is usually one that waits on its futures.
         drop(thread::current());
+        // Likewise the registration of its small-block cache (`rt::blocks`).
+        #[cfg(not(cfutures_loom))]
+        super::blocks::arm_thread();
         let id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         Arc::new(Pool {
@@ -588,6 +591,8 @@ impl Pool {
 
 fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
     WORKER_OF.with(|w| w.set(Arc::as_ptr(&pool)));
+    #[cfg(not(cfutures_loom))]
+    super::blocks::arm_thread();
     let started = match (&pool.runner, process) {
         (Runner::Process(shared), Some(p)) => shared.adopt_worker(p),
         (_, _) => match pool.initializer {
