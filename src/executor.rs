@@ -316,6 +316,7 @@ pub(crate) unsafe fn copy_bytes(data: *const c_void, len: usize) -> Result<Box<[
     let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
     let mut copy = Vec::new();
     copy.try_reserve_exact(len).map_err(|_| CF_NO_MEMORY)?;
+    crate::rt::task::populate_for_write(copy.as_mut_ptr(), len);
     copy.extend_from_slice(bytes);
     Ok(copy.into_boxed_slice())
 }

@@ -319,6 +319,11 @@ static int sc_submits(void *arg) {
     FSOFT(broken <= g_n_killed, "%d futures broken, only %d workers killed", broken, g_n_killed);
 
     fault_phase("submits: the pool still runs tasks after the kills");
+    /* A SIGKILL sent just before the killer stopped may still be on its way: kill()
+     * returns before the process is gone, so an idle worker can take a task and then die
+     * of it. That task is rightly CF_BROKEN (the worker died holding it); it is retried,
+     * at most twice in all. Anything else, or more, means the pool did not recover. */
+    int late_kills = 0;
     for (intptr_t i = 0; i < 100; i++) {
         cf_future *f = NULL;
         s = cf_submit(ex, work, (void *)i, &f);
@@ -326,6 +331,17 @@ static int sc_submits(void *arg) {
         if (s != CF_OK) break;
         void *r = NULL;
         s = cf_future_result(f, 20.0, &r);
+        if (s == CF_BROKEN && late_kills < 2) {
+            int code = 0;
+            const char *msg = NULL;
+            FCHECK_STATUS(cf_future_exception(f, 0.0, &code, &msg), CF_BROKEN);
+            check_broken_message(msg, "a task right after the kills");
+            fprintf(stderr, "   a kill sent before the killer stopped landed late: %s\n", msg);
+            late_kills++;
+            cf_future_release(f);
+            i--;
+            continue;
+        }
         FSOFT(s == CF_OK && (intptr_t)r == 2 * i + 1, "task after the kills: %s", cf_status_name(s));
         cf_future_release(f);
         if (s != CF_OK) break;

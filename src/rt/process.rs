@@ -484,6 +484,7 @@ fn to_malloc(bytes: &[u8]) -> io::Result<MallocBuf> {
     if p.is_null() {
         return Err(io::ErrorKind::OutOfMemory.into());
     }
+    super::task::populate_for_write(p.cast(), bytes.len());
     // SAFETY: fresh buffer of the right size.
     unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast(), bytes.len()) };
     Ok(MallocBuf {
