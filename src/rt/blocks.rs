@@ -178,11 +178,14 @@ std::thread_local! {
 /// Registers this thread's magazines (their thread-exit destructor allocates), while
 /// there is memory for it; see the module comment. Idempotent.
 pub(crate) fn arm_thread() {
-    if !enabled() || ARMED.get() {
-        return;
+    if enabled() {
+        arm();
     }
+}
+
+fn arm() {
     // The first access registers the destructor.
-    if LOCAL.try_with(|_| ()).is_ok() {
+    if !ARMED.get() && LOCAL.try_with(|_| ()).is_ok() {
         ARMED.set(true);
     }
 }
@@ -200,7 +203,7 @@ fn armed() -> bool {
     }
     // SAFETY: allocated just above.
     unsafe { libc::free(probe) };
-    arm_thread();
+    arm();
     ARMED.get()
 }
 
