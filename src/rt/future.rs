@@ -193,45 +193,28 @@ impl Payload {
     /// be allocated.
     fn with_task(task: Task) -> Result<(Kind, Payload), Task> {
         let mut p = Payload::empty();
-        match task {
-            Task::Call(f, arg) => {
-                p.put((f, arg));
-                Ok((Kind::Call, p))
-            }
-            other => {
-                p.put(try_box(other)?);
-                Ok((Kind::Boxed, p))
-            }
-        }
+        let kind = match task {
+            Task::Call(f, arg) => p.put_as((f, arg), Kind::Call),
+            other => p.put_as(try_box(other)?, Kind::Boxed),
+        };
+        Ok((kind, p))
+    }
+
+    /// Stores `v` and returns `kind`, the tag the caller records for it.
+    fn put_as<T, K>(&mut self, v: T, kind: K) -> K {
+        self.put(v);
+        kind
     }
 
     /// Stores an outcome (never allocates); returns its kind.
     fn put_outcome(&mut self, outcome: Outcome) -> Kind {
         match outcome {
-            Outcome::Value(v) => {
-                self.put(v);
-                Kind::Value
-            }
-            Outcome::Bytes(b) => {
-                self.put(b);
-                Kind::Bytes
-            }
-            Outcome::Failed(e) => {
-                self.put(e);
-                Kind::Failed
-            }
-            Outcome::Chunk(items) => {
-                self.put(items);
-                Kind::Chunk
-            }
-            Outcome::Values(v) => {
-                self.put(v);
-                Kind::Values
-            }
-            Outcome::Degraded(status, code) => {
-                self.put((status, code));
-                Kind::Degraded
-            }
+            Outcome::Value(v) => self.put_as(v, Kind::Value),
+            Outcome::Bytes(b) => self.put_as(b, Kind::Bytes),
+            Outcome::Failed(e) => self.put_as(e, Kind::Failed),
+            Outcome::Chunk(items) => self.put_as(items, Kind::Chunk),
+            Outcome::Values(v) => self.put_as(v, Kind::Values),
+            Outcome::Degraded(status, code) => self.put_as((status, code), Kind::Degraded),
         }
     }
 
@@ -358,18 +341,9 @@ impl Node {
 fn try_node(listener: Listener) -> Result<*mut Node, Listener> {
     let mut payload = Payload::empty();
     let tag = match listener {
-        Listener::Unpark(t) => {
-            payload.put(t);
-            UNPARK
-        }
-        Listener::Notify(set, index) => {
-            payload.put((set, index));
-            NOTIFY
-        }
-        Listener::Callback(f, userdata) => {
-            payload.put((f, userdata));
-            CALLBACK
-        }
+        Listener::Unpark(t) => payload.put_as(t, UNPARK),
+        Listener::Notify(set, index) => payload.put_as((set, index), NOTIFY),
+        Listener::Callback(f, userdata) => payload.put_as((f, userdata), CALLBACK),
     };
     let mut node = Node {
         link: std::ptr::without_provenance_mut(tag),
@@ -522,19 +496,35 @@ impl Core {
 
     /// PENDING → RUNNING. `Ok(())` if this call moved it; otherwise the phase it is in.
     pub(crate) fn set_running(&self) -> Result<(), Phase> {
+        // AcqRel: the winner owns the slot (a task stays in it: see `start`).
+        self.transition(
+            |cur| match cur & PHASE {
+                PENDING => Ok(()),
+                _ => Err(self.phase()),
+            },
+            |cur| (cur & !PHASE) | RUNNING,
+        )
+        .map(drop)
+    }
+
+    /// Moves the state word by a CAS loop, with AcqRel on success: `check` sees the
+    /// current word and lets the move happen (`Ok`) or stops it with what the caller
+    /// returns; `next` makes the new word from it. Gives the word it replaced.
+    fn transition<E>(
+        &self,
+        mut check: impl FnMut(u32) -> Result<(), E>,
+        next: impl Fn(u32) -> u32,
+    ) -> Result<u32, E> {
         let mut cur = self.state.load(Ordering::Relaxed);
         loop {
-            if cur & PHASE != PENDING {
-                return Err(self.phase());
-            }
-            // AcqRel: the winner owns the slot (it may take the task out).
+            check(cur)?;
             match self.state.compare_exchange_weak(
                 cur,
-                (cur & !PHASE) | RUNNING,
+                next(cur),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(cur),
                 Err(actual) => cur = actual,
             }
         }
@@ -543,23 +533,20 @@ impl Core {
     /// For a worker: start the future and take its task, or `None` if it was cancelled
     /// (or completed by someone else) before it started.
     pub(crate) fn start(&self) -> Option<Task> {
-        let mut cur = self.state.load(Ordering::Relaxed);
-        loop {
-            if cur & PHASE != PENDING {
-                return None;
-            }
-            // AcqRel: the winner owns the slot and takes the task out; the kind becomes
-            // `Empty` in the same step, so nobody drops the task again.
-            match self.state.compare_exchange_weak(
-                cur,
-                (cur & !(PHASE | KIND)) | RUNNING,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
-        }
+        // AcqRel: the winner owns the slot and takes the task out; the kind becomes
+        // `Empty` in the same step, so nobody drops the task again.
+        let cur = self
+            .transition(
+                |cur| {
+                    if cur & PHASE == PENDING {
+                        Ok(())
+                    } else {
+                        Err(())
+                    }
+                },
+                |cur| (cur & !(PHASE | KIND)) | RUNNING,
+            )
+            .ok()?;
         // SAFETY: winning PENDING → RUNNING makes us the only one touching the slot until
         // we claim it; `cur` has its kind, now recorded as `Empty`. (A promise marked
         // running through the executor path has no task: `None`.)
@@ -570,31 +557,25 @@ impl Core {
     /// Completes the future with `outcome` (result, byte result or failure).
     /// `Err` (with the outcome back, to be dropped) if it was already done.
     pub(crate) fn finish(&self, outcome: Outcome) -> Result<(), Outcome> {
-        let mut cur = self.state.load(Ordering::Relaxed);
-        loop {
-            match cur & PHASE {
-                PENDING | RUNNING => {}
+        // AcqRel: the winner owns the slot and must see earlier writes to it. The kind
+        // becomes `Empty`: the winner drops what the slot held (a task not started).
+        let claimed = self.transition(
+            |cur| match cur & PHASE {
+                PENDING | RUNNING => Ok(()),
                 COMPLETING => {
                     // Another completer is writing its outcome: wait for it to publish,
                     // so that a caller told "already done" finds the future done.
                     self.wait_published();
-                    return Err(outcome);
+                    Err(())
                 }
-                FINISHED | CANCELLED => return Err(outcome),
+                FINISHED | CANCELLED => Err(()),
                 _ => unreachable!("invalid future phase"),
-            }
-            // AcqRel: the winner owns the slot and must see earlier writes to it. The kind
-            // becomes `Empty`: the winner drops what the slot held (a task not started).
-            match self.state.compare_exchange_weak(
-                cur,
-                (cur & !(PHASE | KIND)) | COMPLETING,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
-        }
+            },
+            |cur| (cur & !(PHASE | KIND)) | COMPLETING,
+        );
+        let Ok(cur) = claimed else {
+            return Err(outcome);
+        };
         // SAFETY: we won the claim: no one else reads or writes the slot until FINISHED;
         // `cur` has the kind of what it held.
         let kind = self.slot.with_mut(|slot| unsafe {
@@ -628,24 +609,18 @@ impl Core {
 
     /// Python's `cancel()`: true if the future is now cancelled (also if it already was).
     pub(crate) fn cancel(&self) -> bool {
-        let mut cur = self.state.load(Ordering::Relaxed);
-        loop {
-            match cur & PHASE {
-                PENDING => {}
-                CANCELLED => return true,
-                _ => return false,
-            }
-            // AcqRel: orders the cancellation before the listeners we may now drain.
-            match self.state.compare_exchange_weak(
-                cur,
-                (cur & !PHASE) | CANCELLED,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(actual) => cur = actual,
-            }
-        }
+        // AcqRel: orders the cancellation before the listeners we may now drain.
+        let cur = match self.transition(
+            |cur| match cur & PHASE {
+                PENDING => Ok(()),
+                CANCELLED => Err(true),
+                _ => Err(false),
+            },
+            |cur| (cur & !PHASE) | CANCELLED,
+        ) {
+            Ok(cur) => cur,
+            Err(already) => return already,
+        };
         if cur & LISTENERS != 0 {
             self.fire();
         }

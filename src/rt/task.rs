@@ -281,8 +281,8 @@ pub(crate) struct Values {
 
 /// Inputs this large are copied into a mapping of their own with `MADV_HUGEPAGE`: where
 /// the kernel grants huge pages, a map of a million items then costs a few page faults
-/// instead of two thousand (on this project's VM it grants none; the mapping still made
-/// a cold million-item `cf_map_new` somewhat faster than a malloc'd copy).
+/// instead of two thousand (on this project's VM it grants none). `ArgFiller` populates
+/// the mapping's pages ahead of the copy, a stretch at a time.
 const HUGE_COPY: usize = 2 << 20;
 
 /// The copied inputs of a pointer map, shared by its chunks. Each chunk owns one range
