@@ -34,9 +34,9 @@
  *    freed on another costs no trip through the allocator: each thread keeps up to 32
  *    blocks per size (given back when the thread exits), and the process up to 1,024 per
  *    size (about 150 KiB in all). Setting the environment variable
- *    `CFUTURES_NO_BLOCK_CACHE` (read once, at the first allocation) turns this off, for
- *    memory checkers such as valgrind, which cannot see a use after free of a block kept
- *    for reuse.
+ *    `CFUTURES_NO_BLOCK_CACHE` to anything but "" or "0" (read once, at the first
+ *    allocation) turns this off, for memory checkers such as valgrind, which cannot see a
+ *    use after free of a block kept for reuse.
  *  - Memory at completion time, where no caller can be told: a future still finishes,
  *    exactly once. If the error record of a failed task cannot be allocated, the future
  *    keeps its status (`CF_TASK_FAILED`, `CF_BROKEN`) and code and gets the fixed message

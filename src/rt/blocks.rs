@@ -30,13 +30,14 @@
 //!   probe allocation succeeds, and otherwise goes straight to the allocator. Beyond
 //!   that the cache never allocates: the allocator's failure is reported as before (NULL).
 //! - Off in unit tests (which count every allocation), under loom (whose allocator
-//!   tracks leaks), and when `CFUTURES_NO_BLOCK_CACHE` is set in the environment: the
-//!   valgrind run sets it, since a freed block kept in a magazine would hide a use after
-//!   free from valgrind.
+//!   tracks leaks), and when `CFUTURES_NO_BLOCK_CACHE` is set in the environment to
+//!   anything but "" or "0": the valgrind run sets it, since a freed block kept in a
+//!   magazine would hide a use after free from valgrind.
 
 use std::{
     alloc::Layout,
     cell::UnsafeCell,
+    ffi::CStr,
     ptr,
     sync::{
         Mutex, TryLockError,
@@ -232,8 +233,12 @@ fn enabled() -> bool {
         1 => true,
         2 => false,
         _ => {
-            // SAFETY: a NUL-terminated name; `getenv` allocates nothing.
-            let off = !unsafe { libc::getenv(c"CFUTURES_NO_BLOCK_CACHE".as_ptr()) }.is_null();
+            // SAFETY: a NUL-terminated name; `getenv` allocates nothing, and its result
+            // is read at once.
+            let v = unsafe { libc::getenv(c"CFUTURES_NO_BLOCK_CACHE".as_ptr()) };
+            // SAFETY: a NUL-terminated string from the environment, when not NULL.
+            let off =
+                !v.is_null() && !matches!(unsafe { CStr::from_ptr(v) }.to_bytes(), b"" | b"0");
             STATE.store(if off { 2 } else { 1 }, Ordering::Relaxed);
             !off
         }
