@@ -169,6 +169,31 @@ fn send_all(fd: c_int, parts: &[&[u8]]) -> io::Result<()> {
     Ok(())
 }
 
+/// Sends `buf` whole; on an error, also says how many bytes went out before it.
+fn send_counted(fd: c_int, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut sent = 0;
+    while sent < buf.len() {
+        // SAFETY: the unsent rest of `buf`.
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf[sent..].as_ptr().cast(),
+                buf.len() - sent,
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return (sent, Err(e));
+        }
+        sent += n as usize;
+    }
+    (sent, Ok(()))
+}
+
 /// Reads exactly `len` bytes into `buf`. `Ok(false)` on EOF before the first byte.
 ///
 /// # Safety
@@ -294,6 +319,15 @@ impl RecvBuf {
     fn read_exact(&mut self, fd: c_int, dst: &mut [u8]) -> io::Result<bool> {
         // SAFETY: the slice is writable for its length.
         unsafe { self.read_exact_raw(fd, dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Whether a whole frame is buffered already, so that reading it needs no system
+    /// call.
+    fn has_frame(&self) -> bool {
+        let held = &self.buf[self.start..self.end];
+        held.len() >= HEADER
+            && u64::from_ne_bytes(held[8..HEADER].try_into().expect("8 bytes"))
+                <= (held.len() - HEADER) as u64
     }
 }
 
@@ -547,6 +581,56 @@ fn decode_outcome(r: &mut Reader<'_>, depth: u32) -> io::Result<Outcome> {
         }
         _ => return Err(malformed()),
     })
+}
+
+/// A future and its task, in a proxy's pipeline.
+type Job = (super::future::CoreRef, Task);
+
+/// Sends the frames in `batch` in one go; each task in `batched` whose frame went out
+/// whole joins `inflight` (the worker may have run it), the others go back to the front
+/// of `unsent`, in order. `false` when the channel broke. Leaves both batch lists empty.
+fn flush_batch(
+    worker: &mut ProcWorker,
+    batch: &mut Vec<u8>,
+    batched: &mut Vec<(Job, usize)>,
+    inflight: &mut VecDeque<(Job, Option<Slot>)>,
+    unsent: &mut VecDeque<Job>,
+) -> bool {
+    if batched.is_empty() {
+        return true;
+    }
+    let (sent, result) = send_counted(worker.fd.raw(), batch);
+    let cut = batched.partition_point(|&(_, end)| end <= sent);
+    for (job, _) in batched.drain(..cut) {
+        worker.tasks += 1;
+        inflight.push_back((job, None));
+    }
+    for (job, _) in batched.drain(..).rev() {
+        unsent.push_front(job);
+    }
+    batch.clear();
+    result.is_ok()
+}
+
+/// Appends the frame of a small task (a call, or a byte task below `SHM_MIN`) to `m`, so
+/// that several can go out in one system call; `false` (nothing appended) for any other
+/// task.
+fn encode_small(task: &Task, m: &mut Vec<u8>) -> bool {
+    match task {
+        Task::Call(f, arg) => {
+            m.extend_from_slice(&header(K_CALL, 16));
+            put_u64(m, *f as usize as u64);
+            put_u64(m, *arg as usize as u64);
+            true
+        }
+        Task::Bytes(f, input) if input.len() < SHM_MIN => {
+            m.extend_from_slice(&header(K_BYTES, 8 + input.len()));
+            put_u64(m, *f as usize as u64);
+            m.extend_from_slice(input);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Sends a task to a worker (parent side). Byte inputs go out straight from their
@@ -1630,7 +1714,9 @@ impl ProcShared {
 
     /// On the proxy thread: runs `first` and then whatever `more` hands out, keeping up to
     /// `PIPELINE` tasks in flight in this proxy's worker process, so that a burst of small
-    /// tasks costs a few system calls per batch rather than per task. Returns once it has
+    /// tasks costs a few system calls per batch rather than per task: answers already
+    /// read in bulk are taken before new work, and the small tasks that then refill the
+    /// pipeline go out together in one `send` (`encode_small`, `flush_batch`). Returns once it has
     /// gone idle through `last` (which the pool uses to count this worker idle before the
     /// final outcome is published, and which may hand out one more task instead).
     ///
@@ -1644,14 +1730,26 @@ impl ProcShared {
         more: &mut dyn FnMut() -> Option<super::future::CoreRef>,
         last: &mut dyn FnMut() -> Option<super::future::CoreRef>,
     ) {
-        type Job = (super::future::CoreRef, Task);
         let mut w: Option<ProcWorker> =
             PROXY.with(|p| p.borrow_mut().as_mut().and_then(|x| x.worker.take()));
         // Tasks in flight, each with its arena slot if its input went through the arena.
         let mut inflight: VecDeque<(Job, Option<Slot>)> = VecDeque::new();
         let mut unsent: VecDeque<Job> = VecDeque::new();
         let mut next = Some(first);
+        // Frames of small tasks waiting to go out together, and each task with the offset
+        // where its frame ends (see `flush_batch`).
+        let mut batch: Vec<u8> = Vec::new();
+        let mut batched: Vec<(Job, usize)> = Vec::new();
         loop {
+            // Answers already read in bulk are taken first (step 4): a burst of small
+            // tasks then refills the pipeline several at a time, and `batch` sends them
+            // in one system call.
+            if !inflight.is_empty() && w.as_ref().is_some_and(|w| w.rb.has_frame()) {
+                if self.read_answer(&mut w, &mut inflight, &mut unsent, &mut next, last) {
+                    break;
+                }
+                continue;
+            }
             // 1. Take work while the pipeline has room.
             while inflight.len() + unsent.len() < PIPELINE {
                 let Some(job) = next.take().or_else(&mut *more) else {
@@ -1674,8 +1772,20 @@ impl ProcShared {
                     }
                 }
                 let worker = w.as_mut().expect("a worker was just ensured");
-                if self.max_tasks_per_child != 0 && worker.tasks >= self.max_tasks_per_child {
+                if self.max_tasks_per_child != 0
+                    && worker.tasks + batched.len() >= self.max_tasks_per_child
+                {
                     unsent.push_front((job, task));
+                    break;
+                }
+                if encode_small(&task, &mut batch) {
+                    batched.push(((job, task), batch.len()));
+                    continue;
+                }
+                // A task that goes on its own: the batch goes first, in order.
+                if !flush_batch(worker, &mut batch, &mut batched, &mut inflight, &mut unsent) {
+                    unsent.push_front((job, task));
+                    channel_broken = true;
                     break;
                 }
                 match worker.send(&task, inflight.is_empty()) {
@@ -1696,6 +1806,11 @@ impl ProcShared {
                         break;
                     }
                 }
+            }
+            if let Some(worker) = w.as_mut()
+                && !flush_batch(worker, &mut batch, &mut batched, &mut inflight, &mut unsent)
+            {
+                channel_broken = true;
             }
             // 3. Nothing in flight.
             if inflight.is_empty() {
@@ -1720,60 +1835,8 @@ impl ProcShared {
                 }
             }
             // 4. Read the oldest answer.
-            let worker = w.as_mut().expect("tasks in flight have a worker");
-            let slot = inflight.front().and_then(|(_, slot)| *slot);
-            let in_arena = slot.and_then(|s| worker.arena.as_ref().map(|a| (&a.map, s)));
-            match recv_outcome(worker.fd.raw(), &mut worker.rb, in_arena) {
-                Ok(outcome) => {
-                    let ((job, task), slot) =
-                        inflight.pop_front().expect("an answer to a task in flight");
-                    drop(task);
-                    if let (Some(slot), Some(arena)) = (slot, worker.arena.as_mut()) {
-                        arena.free(slot);
-                    }
-                    let mut idle = false;
-                    if inflight.is_empty() && unsent.is_empty() && next.is_none() {
-                        // Count this worker idle before the outcome is published, unless
-                        // there is more to do (see pool.rs).
-                        if self.max_tasks_per_child != 0 && worker.tasks >= self.max_tasks_per_child
-                        {
-                            if let Some(done) = w.take() {
-                                self.retire(done);
-                            }
-                        }
-                        next = last();
-                        idle = next.is_none();
-                    }
-                    let _ = job.finish(outcome);
-                    if idle {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let dead = w.take().expect("checked above");
-                    let pid = dead.pid;
-                    let status = self.bury(dead);
-                    let how = if e.kind() == io::ErrorKind::OutOfMemory {
-                        // Not the worker's fault: its answer did not fit in our memory.
-                        "answered with a result this process could not allocate (the worker \
-                         was stopped)"
-                            .to_owned()
-                    } else {
-                        status.map_or_else(|| "died".to_owned(), describe_status)
-                    };
-                    let ((job, task), _) =
-                        inflight.pop_front().expect("an answer to a task in flight");
-                    drop(task);
-                    let _ = job.finish(Outcome::Failed(Failure::new(
-                        CF_BROKEN,
-                        0,
-                        &format!("the worker process {pid} running the task {how}"),
-                    )));
-                    // The rest never started: send them again, in order.
-                    while let Some((job, _)) = inflight.pop_back() {
-                        unsent.push_front(job);
-                    }
-                }
+            if self.read_answer(&mut w, &mut inflight, &mut unsent, &mut next, last) {
+                break;
             }
         }
         PROXY.with(|p| {
@@ -1781,6 +1844,72 @@ impl ProcShared {
                 proxy.worker = w;
             }
         });
+    }
+
+    /// Step 4 of `drive`: reads the oldest answer and finishes its future; a broken
+    /// channel buries the worker, fails the task it was running and puts the tasks after
+    /// it back in `unsent`. `true` when the proxy has gone idle (`last` handed out
+    /// nothing more).
+    fn read_answer(
+        &self,
+        w: &mut Option<ProcWorker>,
+        inflight: &mut VecDeque<(Job, Option<Slot>)>,
+        unsent: &mut VecDeque<Job>,
+        next: &mut Option<super::future::CoreRef>,
+        last: &mut dyn FnMut() -> Option<super::future::CoreRef>,
+    ) -> bool {
+        let worker = w.as_mut().expect("tasks in flight have a worker");
+        let slot = inflight.front().and_then(|(_, slot)| *slot);
+        let in_arena = slot.and_then(|s| worker.arena.as_ref().map(|a| (&a.map, s)));
+        match recv_outcome(worker.fd.raw(), &mut worker.rb, in_arena) {
+            Ok(outcome) => {
+                let ((job, task), slot) =
+                    inflight.pop_front().expect("an answer to a task in flight");
+                drop(task);
+                if let (Some(slot), Some(arena)) = (slot, worker.arena.as_mut()) {
+                    arena.free(slot);
+                }
+                let mut idle = false;
+                if inflight.is_empty() && unsent.is_empty() && next.is_none() {
+                    // Count this worker idle before the outcome is published, unless
+                    // there is more to do (see pool.rs).
+                    if self.max_tasks_per_child != 0 && worker.tasks >= self.max_tasks_per_child {
+                        if let Some(done) = w.take() {
+                            self.retire(done);
+                        }
+                    }
+                    *next = last();
+                    idle = next.is_none();
+                }
+                let _ = job.finish(outcome);
+                idle
+            }
+            Err(e) => {
+                let dead = w.take().expect("checked above");
+                let pid = dead.pid;
+                let status = self.bury(dead);
+                let how = if e.kind() == io::ErrorKind::OutOfMemory {
+                    // Not the worker's fault: its answer did not fit in our memory.
+                    "answered with a result this process could not allocate (the worker \
+                     was stopped)"
+                        .to_owned()
+                } else {
+                    status.map_or_else(|| "died".to_owned(), describe_status)
+                };
+                let ((job, task), _) = inflight.pop_front().expect("an answer to a task in flight");
+                drop(task);
+                let _ = job.finish(Outcome::Failed(Failure::new(
+                    CF_BROKEN,
+                    0,
+                    &format!("the worker process {pid} running the task {how}"),
+                )));
+                // The rest never started: send them again, in order.
+                while let Some((job, _)) = inflight.pop_back() {
+                    unsent.push_front(job);
+                }
+                false
+            }
+        }
     }
 
     /// Starts a replacement worker for this proxy and waits until it is ready. A worker
