@@ -275,6 +275,48 @@ static void test_map_huge_inputs(void) {
     free(args);
 }
 
+/* Large maps reuse the memory of a finished one (the library keeps the last large input
+ * copy for the next map that fits): two large maps alive at once, read interleaved and
+ * freed in either order, then one smaller and one larger than both; every result right,
+ * whichever memory each map got, fresh or reused. */
+static void test_map_huge_reuse(void) {
+    enum { A = 300000, B = 400000, C = 700000 };
+    cf_executor *ex = pool_new(3);
+    void **args = make_args(C);
+    for (int order = 0; order < 2; order++) {
+        cfg_begin();
+        cf_map *a = NULL, *b = NULL;
+        CHECK_OK(cf_map_new(ex, map_task, args, A, 1000, LONG_TIMEOUT, &a));
+        CHECK_OK(cf_map_new(ex, map_task, args, B, 777, LONG_TIMEOUT, &b));
+        for (size_t i = 0; i < B; i++) {
+            void *r = NULL;
+            if (i < A) {
+                CHECK_OK(cf_map_next(a, &r, NULL, NULL));
+                CHECK(P2U(r) == expect(i));
+            }
+            CHECK_OK(cf_map_next(b, &r, NULL, NULL));
+            CHECK(P2U(r) == expect(i));
+        }
+        if (order == 0) {
+            cf_map_free(a);
+            cf_map_free(b);
+        } else {
+            cf_map_free(b);
+            cf_map_free(a);
+        }
+        size_t sizes[2] = {A / 2, C};
+        for (int k = 0; k < 2; k++) {
+            cf_map *m = NULL;
+            CHECK_OK(cf_map_new(ex, map_task, args, sizes[k], 5000, LONG_TIMEOUT, &m));
+            expect_all(m, sizes[k]);
+            cf_map_free(m);
+        }
+        cfg_end();
+    }
+    free(args);
+    cf_executor_free(ex);
+}
+
 /* cf_map_next_n (an addition to the contract): the same results in the same order as
  * cf_map_next, many per call; mixed freely with cf_map_next. */
 static void test_map_next_n(void) {
@@ -921,6 +963,7 @@ int main(void) {
     TEST(test_map);
     TEST(test_map_chunksizes);
     TEST(test_map_huge_inputs);
+    TEST(test_map_huge_reuse);
     TEST(test_map_next_n);
     TEST(test_map_reverse_completion);
     TEST(test_map_args_copied);

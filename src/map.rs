@@ -65,9 +65,16 @@ fn start(
 ///
 /// Every item is submitted before the call returns, `chunksize` items per task (0 means
 /// 1): a chunk runs its items one after the other on one worker, which makes many small
-/// items much cheaper. `args` is read during the call only (NULL allowed when `n` is 0).
+/// items much cheaper. `args` is read during the call only (NULL allowed when `n` is 0):
+/// the library copies the pointers, and each chunk writes its results over its copy.
 /// The time limit `timeout` counts from this call. On `CF_OK`, `*out` is a new map, freed
 /// with `cf_map_free`.
+///
+/// Memory: a copy of 2 MiB or more (262,144 items on 64-bit) gets a mapping of its own.
+/// When the map is done with it, the library keeps that mapping, if it is no larger than
+/// 16 MiB, for the next map that fits in it, whose copy then costs no page fault; it stays
+/// with the process until then (as memory given back to `malloc` does), and a larger
+/// mapping kept later replaces it.
 ///
 /// Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `fn` or `out`, NULL `args` with `n > 0`,
 /// or a NaN timeout; `CF_NO_MEMORY` when the map's handle, its task list or the copy of
