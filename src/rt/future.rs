@@ -779,6 +779,7 @@ impl Core {
         if deadline.expired() {
             return false;
         }
+        super::pool::note_wait();
         // A short spin first: tiny tasks often finish within microseconds, and parking
         // costs two system calls. (Not under loom: a spin only lets time pass, which the
         // model does not have, and it would multiply the interleavings to explore.)

@@ -59,6 +59,16 @@ const MAX_HELP_DEPTH: usize = 128;
 /// Pool numbers for default thread names.
 static POOL_IDS: statics::AtomicUsize = statics::AtomicUsize::new(0);
 
+/// Waits for a result that found it not ready yet, in this process (`note_wait`). An idle
+/// worker spins for new work only if some thread waited since it last looked: see
+/// `worker_main`.
+static WAITS: statics::AtomicUsize = statics::AtomicUsize::new(0);
+
+/// Called by a thread about to wait for a future or a multi-wait that is not ready.
+pub(crate) fn note_wait() {
+    WAITS.fetch_add(1, Ordering::Relaxed);
+}
+
 thread_local! {
     /// The pool whose worker this thread is, or NULL. Valid while set: the worker's
     /// `Arc<Pool>` lives on its stack for the whole of `worker_main`.
@@ -257,7 +267,8 @@ impl Pool {
     /// left for a submitting thread beside the `busy` workers running tasks and the
     /// spinners: a spinner that shares a CPU with the thread feeding the pool slows that
     /// thread down (a burst from one thread on two CPUs ran at 5M tasks/s with a spinner
-    /// beside the busy worker, 8M without).
+    /// beside the busy worker, 8M without). The caller spins at all only when some
+    /// thread has waited for a result since it last did (`WAITS`).
     fn spin_for_work(&self, busy: usize) {
         // Not under loom: a spin only lets time pass, which the model does not have (the
         // unlocked window around the call, where a submit may come in, is still modelled).
@@ -612,6 +623,7 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
     }
     let me = thread::current();
     let mut spun = false;
+    let mut waits_seen = WAITS.load(Ordering::Relaxed);
     let local: Local = Arc::new(Mutex::new(VecDeque::new()));
     MY_LOCAL.with(|m| *m.borrow_mut() = Some(Arc::clone(&local)));
     let mut st = lock(&pool.state);
@@ -625,12 +637,19 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
             if st.shutdown || st.broken {
                 break;
             }
-            if !spun {
-                // Spin briefly before sleeping: a producer submitting in a burst, or a
-                // caller that submits again as soon as it has a result, then finds this
-                // worker awake (it still counts as idle and not as a sleeper, so `submit`
-                // does not wake anyone) and no system call is spent on a wake-up. The
-                // decision to sleep is taken again under the lock below.
+            let waits = WAITS.load(Ordering::Relaxed);
+            if !spun && waits != waits_seen {
+                // Spin briefly before sleeping, when some thread has waited for a result
+                // since this worker last looked: a caller that submits again as soon as
+                // it has a result then finds this worker awake (it still counts as idle
+                // and not as a sleeper, so `submit` does not wake anyone) and no system
+                // call is spent on a wake-up. A producer submitting a burst without
+                // waiting is better served without a spinner: the queue builds up and
+                // the workers take it in batches, instead of one spinning worker taking
+                // each task as it comes, in lockstep with the producer on the pool's
+                // lock (a million-task burst on 2 CPUs: 7.5M tasks/s without the spin,
+                // 5.5M with it). The decision to sleep is taken again under the lock.
+                waits_seen = waits;
                 let busy = st.workers - st.idle;
                 drop(st);
                 pool.spin_for_work(busy);

@@ -108,6 +108,7 @@ impl WaitSet {
 
     /// Blocks until at least one index is recorded or the deadline passes.
     pub(crate) fn wait(&self, deadline: Deadline) -> bool {
+        super::pool::note_wait();
         lock(&self.inner).sleeper = Some(thread::current());
         let ok = block_on(deadline, || !lock(&self.inner).ready.is_empty());
         lock(&self.inner).sleeper = None;
