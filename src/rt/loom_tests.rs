@@ -561,6 +561,31 @@ fn loom_pool_idle_reuse_and_wake() {
     });
 }
 
+/// A batch of three tasks on a pool of two (as a map hands over its chunks), then a
+/// wait on the last: the batch starts the workers it needs and wakes them as the same
+/// submits one by one would, every task runs exactly once, the wait returns, and both
+/// workers exit at shutdown.
+#[test]
+fn loom_pool_submit_batch() {
+    model(|| {
+        let p = pool(2);
+        let rs = [counter(), counter(), counter()];
+        let tasks = rs
+            .iter()
+            .map(|r| Task::Call(count_task, as_arg(r)))
+            .collect::<Vec<_>>();
+        let fs = p.submit_batch(tasks).unwrap();
+        assert_eq!(fs.len(), 3);
+        assert!(fs[2].wait(Deadline::FOREVER));
+        assert_eq!(p.shutdown(true, false), CF_OK);
+        assert_eq!(p.worker_count(), 0);
+        for (f, r) in fs.iter().zip(&rs) {
+            assert_eq!(count_of(r), 1);
+            assert_eq!(value_of(f), Some(7));
+        }
+    });
+}
+
 /// Two workers, two tasks submitted back to back, then shutdown with wait: both workers
 /// are started or the first takes both; every task runs exactly once; both exit.
 #[test]

@@ -37,6 +37,9 @@ pub(crate) enum Item {
 }
 
 /// An ongoing map.
+/// How many chunks a map hands to its pool at once.
+const MAP_BATCH: usize = 8;
+
 pub(crate) struct MapIter {
     chunks: Vec<Option<CoreRef>>,
     chunksize: usize,
@@ -71,21 +74,41 @@ impl MapIter {
         chunks
             .try_reserve_exact(n.div_ceil(chunksize))
             .map_err(|_| SubmitError::NoMemory)?;
-        // Submits one task, or cancels everything submitted so far and gives the error.
-        let submit = |chunks: &mut Vec<Option<CoreRef>>, task: Option<Task>| match task
-            .ok_or(SubmitError::NoMemory)
-            .and_then(|t| pool.submit(t))
+        // Chunks go to the pool MAP_BATCH at a time, under one lock and with one wake-up
+        // decision: a worker that would otherwise finish each chunk before the next one
+        // is copied would fall asleep and be woken once per chunk.
+        let mut batch: Vec<Task> = Vec::new();
+        // Cancels everything submitted so far and gives the error.
+        let fail = |chunks: &mut Vec<Option<CoreRef>>, e: SubmitError| {
+            for c in chunks.iter().flatten() {
+                c.cancel();
+            }
+            Err(e)
+        };
+        // Submits the batch (or fails as above).
+        let flush = |chunks: &mut Vec<Option<CoreRef>>, batch: &mut Vec<Task>| match pool
+            .submit_batch(std::mem::take(batch))
         {
-            Ok(core) => {
-                chunks.push(Some(core));
+            Ok(cores) => {
+                chunks.extend(cores.into_iter().map(Some));
                 Ok(())
             }
-            Err(e) => {
-                for c in chunks.iter().flatten() {
-                    c.cancel();
-                }
-                Err(e)
+            Err(e) => fail(chunks, e),
+        };
+        // Adds a task to the batch (`None`: there was no memory for it), submitting the
+        // batch when it is full.
+        let add = |chunks: &mut Vec<Option<CoreRef>>, batch: &mut Vec<Task>, task: Option<Task>| {
+            let Some(task) = task else {
+                return fail(chunks, SubmitError::NoMemory);
+            };
+            if batch.is_empty() && batch.try_reserve_exact(MAP_BATCH).is_err() {
+                return fail(chunks, SubmitError::NoMemory);
             }
+            batch.push(task);
+            if batch.len() == MAP_BATCH {
+                flush(chunks, batch)?;
+            }
+            Ok(())
         };
         match items {
             Items::Calls(f, args) if chunksize > 1 && n > 0 => {
@@ -94,15 +117,18 @@ impl MapIter {
                 let mut filler = ArgFiller::try_new(n).ok_or(SubmitError::NoMemory)?;
                 for c in args.chunks(chunksize) {
                     let chunk = try_box(Chunk::Calls(f, filler.push(c))).ok();
-                    submit(&mut chunks, chunk.map(Task::Chunk))?;
+                    add(&mut chunks, &mut batch, chunk.map(Task::Chunk))?;
                 }
             }
             items => {
                 let tasks = super::task::tasks_of(items, chunksize).ok_or(SubmitError::NoMemory)?;
                 for task in tasks {
-                    submit(&mut chunks, Some(task))?;
+                    add(&mut chunks, &mut batch, Some(task))?;
                 }
             }
+        }
+        if !batch.is_empty() {
+            flush(&mut chunks, &mut batch)?;
         }
         Ok(MapIter {
             chunks,

@@ -254,11 +254,67 @@ impl Pool {
             Action::Spawn(index) => {
                 drop(st);
                 if let Err(e) = self.spawn(index) {
-                    return self.spawn_failed(&core, e).map(|()| core);
+                    return self
+                        .spawn_failed(std::slice::from_ref(&core), e)
+                        .map(|()| core);
                 }
             }
         }
         Ok(core)
+    }
+
+    /// Queues several tasks at once, under one lock, with the wake-ups and worker starts
+    /// that as many `submit`s in a row would make; returns their futures in order. All or
+    /// nothing: on an error none of them is queued (a worker that cannot be started with
+    /// no other alive takes them back out, as `submit` does) and the tasks are dropped.
+    pub(crate) fn submit_batch(
+        self: &Arc<Self>,
+        tasks: Vec<Task>,
+    ) -> Result<Vec<CoreRef>, SubmitError> {
+        let mut cores = Vec::new();
+        let mut actions = Vec::new();
+        cores
+            .try_reserve_exact(tasks.len())
+            .and_then(|()| actions.try_reserve_exact(tasks.len()))
+            .map_err(|_| SubmitError::NoMemory)?;
+        for task in tasks {
+            cores.push(Core::with_task(task).ok_or(SubmitError::NoMemory)?);
+        }
+        let mut st = lock(&self.state);
+        if st.broken {
+            return Err(SubmitError::Broken);
+        }
+        if st.shutdown {
+            return Err(SubmitError::Shutdown);
+        }
+        if st.queue.try_reserve(cores.len()).is_err() {
+            return Err(SubmitError::NoMemory);
+        }
+        st.queue.extend(cores.iter().cloned());
+        self.sync_queued(&st.queue);
+        // What one `submit` per task would have done: `plan` until it has nothing more
+        // to do (once it returns `Nothing`, it would for the rest as well).
+        for _ in 0..cores.len() {
+            match self.plan(&mut st) {
+                Action::Nothing => break,
+                action => actions.push(action),
+            }
+        }
+        drop(st);
+        for action in actions {
+            match action {
+                Action::Nothing => {}
+                Action::Wake(t) => t.unpark(),
+                Action::Spawn(index) => {
+                    if let Err(e) = self.spawn(index) {
+                        // (With none alive, no other start is pending either: a pending
+                        // one counts in `workers`.)
+                        self.spawn_failed(&cores, e)?;
+                    }
+                }
+            }
+        }
+        Ok(cores)
     }
 
     /// Waits a few microseconds for work to arrive before the caller goes to sleep, when
@@ -472,14 +528,16 @@ impl Pool {
     /// The OS refused a thread. With another worker alive, the task stays queued; with
     /// none, the submit fails and takes its task back, and any other task queued in the
     /// meantime (by submits that counted on the worker we could not start) is broken.
-    fn spawn_failed(&self, core: &CoreRef, e: io::Error) -> Result<(), SubmitError> {
+    /// (`batch`: the tasks of that submit, taken back together.)
+    fn spawn_failed(&self, batch: &[CoreRef], e: io::Error) -> Result<(), SubmitError> {
         let mut st = lock(&self.state);
         st.workers -= 1;
         st.idle -= 1;
         if st.workers > 0 {
             return Ok(());
         }
-        st.queue.retain(|f| !CoreRef::ptr_eq(f, core));
+        st.queue
+            .retain(|f| !batch.iter().any(|b| CoreRef::ptr_eq(f, b)));
         let stranded = self.take_all(&mut st);
         drop(st);
         let message = format!("no worker thread could be started: {e}");
