@@ -34,13 +34,6 @@ static shared *S;
 
 /* ---- data ------------------------------------------------------------------------- */
 
-static unsigned char pattern(size_t i, unsigned seed) {
-    return (unsigned char)((i * 131u + seed * 7u + (i >> 8) + (i >> 16)) & 0xffu);
-}
-static void fill(unsigned char *buf, size_t len, unsigned seed) {
-    for (size_t i = 0; i < len; i++) buf[i] = pattern(i, seed);
-}
-
 /* ---- byte tasks (run in workers) --------------------------------------------------- */
 
 static bool input_ok(const void *in, size_t len) { return len == 0 ? in == NULL : in != NULL; }
@@ -48,42 +41,12 @@ static bool input_ok(const void *in, size_t len) { return len == 0 ? in == NULL 
 /* Reversed input XOR 0x5A, then the worker's pid as an int. */
 static void *b_rev_xor_pid(const void *in, size_t len, size_t *out_len) {
     if (!input_ok(in, len)) return cf_raise(EFAULT, "input pointer does not match its length");
-    const unsigned char *p = in;
     unsigned char *out = malloc(len + sizeof(int));
     if (!out) return cf_raise(ENOMEM, "malloc");
-    for (size_t i = 0; i < len; i++) out[i] = (unsigned char)(p[len - 1 - i] ^ 0x5Au);
+    px_rev_xor_into(out, in, len);
     int pid = (int)getpid();
     memcpy(out + len, &pid, sizeof pid);
     *out_len = len + sizeof(int);
-    return out;
-}
-
-/* Reversed input XOR 0x5A (NULL/0 for an empty input). */
-static void *b_rev_xor(const void *in, size_t len, size_t *out_len) {
-    if (!input_ok(in, len)) return cf_raise(EFAULT, "input pointer does not match its length");
-    if (len == 0) {
-        *out_len = 0;
-        return NULL;
-    }
-    const unsigned char *p = in;
-    unsigned char *out = malloc(len);
-    if (!out) return cf_raise(ENOMEM, "malloc");
-    for (size_t i = 0; i < len; i++) out[i] = (unsigned char)(p[len - 1 - i] ^ 0x5Au);
-    *out_len = len;
-    return out;
-}
-
-/* Each byte b becomes b, b+1, b+2. */
-static void *b_triple(const void *in, size_t len, size_t *out_len) {
-    const unsigned char *p = in;
-    unsigned char *out = malloc(3 * len);
-    if (!out) return cf_raise(ENOMEM, "malloc");
-    for (size_t i = 0; i < len; i++) {
-        out[3 * i] = p[i];
-        out[3 * i + 1] = (unsigned char)(p[i] + 1u);
-        out[3 * i + 2] = (unsigned char)(p[i] + 2u);
-    }
-    *out_len = 3 * len;
     return out;
 }
 
@@ -111,7 +74,7 @@ static void *b_null(const void *in, size_t len, size_t *out_len) {
 
 /* Allocates a result, then fails with the input length as the code. */
 static void *b_raise(const void *in, size_t len, size_t *out_len) {
-    void *out = b_rev_xor(in, len, out_len);
+    void *out = px_rev_xor(in, len, out_len);
     char msg[64];
     snprintf(msg, sizeof msg, "bytes task failed on %zu bytes", len);
     cf_raise((int)len, msg);
@@ -121,7 +84,7 @@ static void *b_raise(const void *in, size_t len, size_t *out_len) {
 /* For map_bytes: fails on the input "FAIL". */
 static void *b_map_fail(const void *in, size_t len, size_t *out_len) {
     if (len == 4 && memcmp(in, "FAIL", 4) == 0) return cf_raise(EILSEQ, "bad item");
-    return b_rev_xor(in, len, out_len);
+    return px_rev_xor(in, len, out_len);
 }
 
 /* ---- map functions (run in workers) ------------------------------------------------ */
@@ -138,16 +101,6 @@ static void *m_fail_at_555(void *arg) {
 
 /* ---- checks ------------------------------------------------------------------------ */
 
-static void check_rev_xor(const unsigned char *out, size_t len, unsigned seed) {
-    for (size_t i = 0; i < len; i++) {
-        unsigned char want = (unsigned char)(pattern(len - 1 - i, seed) ^ 0x5Au);
-        if (out[i] != want) {
-            fprintf(stderr, "byte %zu of %zu: got 0x%02x, expected 0x%02x\n", i, len, out[i], want);
-            CHECK(out[i] == want);
-        }
-    }
-}
-
 /* ---- 1. byte tasks ----------------------------------------------------------------- */
 
 static void test_bytes_sizes(cf_executor *ex) {
@@ -160,7 +113,7 @@ static void test_bytes_sizes(cf_executor *ex) {
     unsigned char *buf = malloc(maxlen);
     CHECK(buf != NULL);
     for (size_t k = 0; k < NS; k++) {
-        fill(buf, sizes[k], (unsigned)k);
+        px_fill(buf, sizes[k], (unsigned)k);
         fs[k] = NULL;
         CHECK_OK(cf_submit_bytes(ex, b_rev_xor_pid, sizes[k] ? buf : NULL, sizes[k], &fs[k]));
         CHECK(fs[k] != NULL);
@@ -171,7 +124,7 @@ static void test_bytes_sizes(cf_executor *ex) {
         CHECK_OK(cf_future_result_bytes(fs[k], PX_LONG, &b));
         PX_CHECK_EQ(b.len, sizes[k] + sizeof(int));
         CHECK(b.data != NULL);
-        check_rev_xor(b.data, sizes[k], (unsigned)k);
+        px_check_rev_xor(b.data, sizes[k], (unsigned)k);
         int pid;
         memcpy(&pid, (const unsigned char *)b.data + sizes[k], sizeof pid);
         CHECK(pid > 0 && pid != (int)getpid());
@@ -186,7 +139,7 @@ static void test_bytes_sizes(cf_executor *ex) {
 
     /* An empty input given as a non-NULL pointer still reaches the task as NULL. */
     cf_future *f = NULL;
-    CHECK_OK(cf_submit_bytes(ex, b_rev_xor, buf, 0, &f));
+    CHECK_OK(cf_submit_bytes(ex, px_rev_xor, buf, 0, &f));
     cf_bytes b = {buf, 99};
     CHECK_OK(cf_future_result_bytes(f, PX_LONG, &b));
     CHECK(b.data == NULL);
@@ -195,8 +148,8 @@ static void test_bytes_sizes(cf_executor *ex) {
 
     /* Results larger and smaller than the input. */
     size_t mib = 1u << 20;
-    fill(buf, mib, 77);
-    CHECK_OK(cf_submit_bytes(ex, b_triple, buf, mib, &f));
+    px_fill(buf, mib, 77);
+    CHECK_OK(cf_submit_bytes(ex, px_triple, buf, mib, &f));
     cf_future *h = NULL;
     CHECK_OK(cf_submit_bytes(ex, b_hash, buf, mib, &h));
     uint64_t want_hash = fnv1a(buf, mib);
@@ -205,7 +158,7 @@ static void test_bytes_sizes(cf_executor *ex) {
     PX_CHECK_EQ(b.len, 3 * mib);
     const unsigned char *t = b.data;
     for (size_t i = 0; i < mib; i++) {
-        unsigned char v = pattern(i, 77);
+        unsigned char v = px_pattern(i, 77);
         if (t[3 * i] != v || t[3 * i + 1] != (unsigned char)(v + 1u) ||
             t[3 * i + 2] != (unsigned char)(v + 2u)) {
             fprintf(stderr, "tripled byte %zu wrong\n", i);
@@ -230,7 +183,7 @@ static void test_bytes_sizes(cf_executor *ex) {
     cf_future_release(f);
 
     /* cf_raise in a byte task (its buffer is freed by the library). */
-    fill(buf, 300, 1);
+    px_fill(buf, 300, 1);
     CHECK_OK(cf_submit_bytes(ex, b_raise, buf, 300, &f));
     int code;
     const char *msg;
@@ -243,7 +196,7 @@ static void test_bytes_sizes(cf_executor *ex) {
     /* Bad input. */
     cf_future *sentinel = (cf_future *)(uintptr_t)0x5e5e5e5eu;
     f = sentinel;
-    CHECK_STATUS(cf_submit_bytes(ex, b_rev_xor, NULL, 1, &f), CF_INVALID_ARGUMENT);
+    CHECK_STATUS(cf_submit_bytes(ex, px_rev_xor, NULL, 1, &f), CF_INVALID_ARGUMENT);
     CHECK_STATUS(cf_submit_bytes(ex, NULL, buf, 1, &f), CF_INVALID_ARGUMENT);
     CHECK(f == sentinel);
     f = px_submit(ex, px_task_getpid, NULL);
@@ -261,14 +214,14 @@ static void test_bytes_many(cf_executor *ex) {
     CHECK(buf != NULL);
     for (int i = 0; i < N; i++) {
         size_t len = (size_t)i * 37;
-        fill(buf, len, (unsigned)(1000 + i));
-        CHECK_OK(cf_submit_bytes(ex, b_rev_xor, buf, len, &fs[i]));
+        px_fill(buf, len, (unsigned)(1000 + i));
+        CHECK_OK(cf_submit_bytes(ex, px_rev_xor, buf, len, &fs[i]));
     }
     for (int i = 0; i < N; i++) {
         cf_bytes b;
         CHECK_OK(cf_future_result_bytes(fs[i], PX_LONG, &b));
         PX_CHECK_EQ(b.len, (size_t)i * 37);
-        check_rev_xor(b.data, b.len, (unsigned)(1000 + i));
+        px_check_rev_xor(b.data, b.len, (unsigned)(1000 + i));
         cf_future_release(fs[i]);
     }
     free(buf);
@@ -379,7 +332,7 @@ static void test_map_bytes(cf_executor *ex) {
     for (int i = 0; i < NMAP; i++) {
         size_t len = (size_t)(i % 50);
         unsigned char *p = pool + (size_t)i * 50;
-        fill(p, len, (unsigned)i);
+        px_fill(p, len, (unsigned)i);
         in[i].data = len ? p : NULL;
         in[i].len = len;
     }
@@ -389,7 +342,7 @@ static void test_map_bytes(cf_executor *ex) {
         snprintf(phase, sizeof phase, "map_bytes over %d inputs, chunksize %zu", NMAP, chunks[c]);
         px_phase(phase);
         cf_map *m = NULL;
-        CHECK_OK(cf_map_bytes_new(ex, b_rev_xor, in, NMAP, chunks[c], 3 * PX_LONG, &m));
+        CHECK_OK(cf_map_bytes_new(ex, px_rev_xor, in, NMAP, chunks[c], 3 * PX_LONG, &m));
         cf_bytes first = {NULL, 0};
         for (int i = 0; i < NMAP; i++) {
             cf_bytes b = {NULL, 0};
@@ -400,14 +353,14 @@ static void test_map_bytes(cf_executor *ex) {
             CHECK_OK(st);
             PX_CHECK_EQ(b.len, (size_t)(i % 50));
             if (b.len == 0) CHECK(b.data == NULL);
-            check_rev_xor(b.data, b.len, (unsigned)i);
+            px_check_rev_xor(b.data, b.len, (unsigned)i);
             PX_CHECK_EQ(code, 0);
             CHECK(msg == NULL);
             if (i == 1) first = b;
         }
         cf_bytes b;
         CHECK_STATUS(cf_map_next_bytes(m, &b, NULL, NULL), CF_END);
-        check_rev_xor(first.data, first.len, 1); /* lent until cf_map_free */
+        px_check_rev_xor(first.data, first.len, 1); /* lent until cf_map_free */
         void *r;
         CHECK_STATUS(cf_map_next(m, &r, NULL, NULL), CF_END);
         cf_map_free(m);
@@ -417,23 +370,23 @@ static void test_map_bytes(cf_executor *ex) {
     size_t mib = 1u << 20;
     unsigned char *big = malloc(mib);
     CHECK(big != NULL);
-    fill(big, mib, 4242);
+    px_fill(big, mib, 4242);
     cf_bytes in2[10];
     for (int i = 0; i < 10; i++) in2[i] = in[i];
     in2[4].data = big;
     in2[4].len = mib;
     cf_map *m = NULL;
-    CHECK_OK(cf_map_bytes_new(ex, b_rev_xor, in2, 10, 3, PX_LONG, &m));
+    CHECK_OK(cf_map_bytes_new(ex, px_rev_xor, in2, 10, 3, PX_LONG, &m));
     memset(big, 0, mib); /* copied at cf_map_bytes_new */
     for (int i = 0; i < 10; i++) {
         cf_bytes b;
         CHECK_OK(cf_map_next_bytes(m, &b, NULL, NULL));
         if (i == 4) {
             PX_CHECK_EQ(b.len, mib);
-            check_rev_xor(b.data, mib, 4242);
+            px_check_rev_xor(b.data, mib, 4242);
         } else {
             PX_CHECK_EQ(b.len, (size_t)i);
-            check_rev_xor(b.data, b.len, (unsigned)i);
+            px_check_rev_xor(b.data, b.len, (unsigned)i);
         }
     }
     cf_map_free(m);

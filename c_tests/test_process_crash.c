@@ -110,15 +110,6 @@ static void *b_crash(const void *in, size_t len, size_t *out_len) {
     if (s != 0xdeadbeefu) raise(SIGKILL);
     return NULL;
 }
-static void *b_sum(const void *in, size_t len, size_t *out_len) {
-    const unsigned char *p = in;
-    uint64_t *out = malloc(sizeof *out);
-    if (!out) return cf_raise(ENOMEM, "malloc");
-    *out = 0;
-    for (size_t i = 0; i < len; i++) *out += p[i];
-    *out_len = sizeof *out;
-    return out;
-}
 
 /* ---- callbacks (run in the parent) ------------------------------------------------- */
 
@@ -245,7 +236,7 @@ static void test_queued_and_bytes(void) {
     }
     cf_future *bc = NULL, *bs = NULL;
     CHECK_OK(cf_submit_bytes(ex, b_crash, buf, mib, &bc));
-    CHECK_OK(cf_submit_bytes(ex, b_sum, buf, mib, &bs));
+    CHECK_OK(cf_submit_bytes(ex, px_sum, buf, mib, &bs));
     check_broken(bc, "SIGKILL");
     cf_bytes out;
     CHECK_STATUS(cf_future_result_bytes(bc, 0, &out), CF_BROKEN);

@@ -28,27 +28,14 @@
 
 /* ---- data ------------------------------------------------------------------------- */
 
-static unsigned char pattern(size_t i, unsigned seed) {
-    return (unsigned char)((i * 131u + seed * 7u + (i >> 8) + (i >> 16) + (i >> 24)) & 0xffu);
-}
-static void fill(unsigned char *buf, size_t len, unsigned seed) {
-    for (size_t i = 0; i < len; i++) buf[i] = pattern(i, seed);
-}
+/* The output of px_rev_xor for an input px_fill'ed with `seed`, and its length. */
 static void check_rev_xor(const cf_bytes *b, size_t len, unsigned seed) {
     PX_CHECK_EQ(b->len, len);
     if (len == 0) {
         CHECK(b->data == NULL);
         return;
     }
-    const unsigned char *out = b->data;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char want = (unsigned char)(pattern(len - 1 - i, seed) ^ 0x5Au);
-        if (out[i] != want) {
-            fprintf(stderr, "byte %zu of %zu (seed %u): got 0x%02x, expected 0x%02x\n", i, len, seed,
-                    out[i], want);
-            CHECK(out[i] == want);
-        }
-    }
+    px_check_rev_xor(b->data, len, seed);
 }
 
 /* ---- tasks (run in workers) ------------------------------------------------------- */
@@ -68,22 +55,24 @@ static bool in_arena(const void *p) {
     return found;
 }
 
-/* Reversed input XOR 0x5A (NULL/0 for an empty input). Inputs starting with "KILL" or
- * "ABRT" kill the worker (SIGKILL, abort) instead. */
+/* px_rev_xor, except that inputs starting with "KILL" or "ABRT" kill the worker
+ * (SIGKILL, abort) instead. */
 static void *b_rev_xor(const void *in, size_t len, size_t *out_len) {
-    if ((len == 0) != (in == NULL)) return cf_raise(EFAULT, "input pointer does not match its length");
-    if (len >= 4 && memcmp(in, "KILL", 4) == 0) raise(SIGKILL);
-    if (len >= 4 && memcmp(in, "ABRT", 4) == 0) abort();
-    if (len == 0) {
-        *out_len = 0;
-        return NULL;
-    }
-    const unsigned char *p = in;
-    unsigned char *out = malloc(len);
-    if (!out) return cf_raise(ENOMEM, "malloc");
-    for (size_t i = 0; i < len; i++) out[i] = (unsigned char)(p[len - 1 - i] ^ 0x5Au);
-    *out_len = len;
-    return out;
+    if (in != NULL && len >= 4 && memcmp(in, "KILL", 4) == 0) raise(SIGKILL);
+    if (in != NULL && len >= 4 && memcmp(in, "ABRT", 4) == 0) abort();
+    return px_rev_xor(in, len, out_len);
+}
+
+/* The pool still works: `len` bytes of `buf` (refilled with `seed`) go through b_rev_xor
+ * and come back right. */
+static void expect_round_trip(cf_executor *ex, unsigned char *buf, size_t len, unsigned seed) {
+    px_fill(buf, len, seed);
+    cf_future *f = NULL;
+    CHECK_OK(cf_submit_bytes(ex, b_rev_xor, buf, len, &f));
+    cf_bytes b;
+    CHECK_OK(cf_future_result_bytes(f, PX_LONG, &b));
+    check_rev_xor(&b, len, seed);
+    cf_future_release(f);
 }
 
 /* One byte: 1 if the input is in the arena, 0 if not. */
@@ -93,31 +82,6 @@ static void *b_where(const void *in, size_t len, size_t *out_len) {
     if (!out) return cf_raise(ENOMEM, "malloc");
     out[0] = in != NULL && in_arena(in);
     *out_len = 1;
-    return out;
-}
-
-/* Each byte b becomes b, b+1, b+2: a result three times the input. */
-static void *b_triple(const void *in, size_t len, size_t *out_len) {
-    const unsigned char *p = in;
-    unsigned char *out = malloc(3 * len + 1);
-    if (!out) return cf_raise(ENOMEM, "malloc");
-    for (size_t i = 0; i < len; i++) {
-        out[3 * i] = p[i];
-        out[3 * i + 1] = (unsigned char)(p[i] + 1u);
-        out[3 * i + 2] = (unsigned char)(p[i] + 2u);
-    }
-    *out_len = 3 * len;
-    return out;
-}
-
-/* 8 bytes: the sum of the input bytes. */
-static void *b_sum(const void *in, size_t len, size_t *out_len) {
-    uint64_t *out = malloc(sizeof *out);
-    if (!out) return cf_raise(ENOMEM, "malloc");
-    uint64_t s = 0;
-    for (size_t i = 0; i < len; i++) s += ((const unsigned char *)in)[i];
-    *out = s;
-    *out_len = sizeof *out;
     return out;
 }
 
@@ -179,7 +143,7 @@ static void test_sizes(cf_executor *ex) {
     unsigned char *buf = malloc(5 * MIB + 1);
     CHECK(buf != NULL);
     for (size_t k = 0; k < NS; k++) {
-        fill(buf, sizes[k], (unsigned)k + 1);
+        px_fill(buf, sizes[k], (unsigned)k + 1);
         cf_future *f = NULL, *w = NULL;
         CHECK_OK(cf_submit_bytes(ex, b_rev_xor, sizes[k] ? buf : NULL, sizes[k], &f));
         CHECK_OK(cf_submit_bytes(ex, b_where, sizes[k] ? buf : NULL, sizes[k], &w));
@@ -198,18 +162,18 @@ static void test_sizes(cf_executor *ex) {
     }
 
     px_phase("results larger, smaller than the input");
-    fill(buf, MIB, 99);
+    px_fill(buf, MIB, 99);
     uint64_t sum = 0;
     for (size_t i = 0; i < MIB; i++) sum += buf[i];
     cf_future *t = NULL, *s = NULL;
-    CHECK_OK(cf_submit_bytes(ex, b_triple, buf, MIB, &t));
-    CHECK_OK(cf_submit_bytes(ex, b_sum, buf, MIB, &s));
+    CHECK_OK(cf_submit_bytes(ex, px_triple, buf, MIB, &t));
+    CHECK_OK(cf_submit_bytes(ex, px_sum, buf, MIB, &s));
     cf_bytes b;
     CHECK_OK(cf_future_result_bytes(t, PX_LONG, &b));
     PX_CHECK_EQ(b.len, 3 * MIB);
     const unsigned char *p = b.data;
     for (size_t i = 0; i < MIB; i++) {
-        unsigned char v = pattern(i, 99);
+        unsigned char v = px_pattern(i, 99);
         if (p[3 * i] != v || p[3 * i + 1] != (unsigned char)(v + 1u) || p[3 * i + 2] != (unsigned char)(v + 2u)) {
             fprintf(stderr, "tripled byte %zu wrong\n", i);
             CHECK(0);
@@ -234,7 +198,7 @@ static void test_many(cf_executor *ex) {
     CHECK(buf != NULL);
     for (int i = 0; i < N; i++) {
         lens[i] = i % 3 == 2 ? (size_t)i * 11 : (i % 7 == 0 ? 3 * MIB - 5 : MIB + (size_t)i * 4097);
-        fill(buf, lens[i], 500u + (unsigned)i);
+        px_fill(buf, lens[i], 500u + (unsigned)i);
         CHECK_OK(cf_submit_bytes(ex, b_rev_xor, lens[i] ? buf : NULL, lens[i], &fs[i]));
     }
     for (int i = 0; i < N; i++) {
@@ -254,7 +218,7 @@ static void test_map(cf_executor *ex) {
     for (int i = 0; i < N; i++) {
         data[i] = malloc(lens[i] + 1);
         CHECK(data[i] != NULL);
-        fill(data[i], lens[i], 900u + (unsigned)i);
+        px_fill(data[i], lens[i], 900u + (unsigned)i);
         in[i].data = lens[i] ? data[i] : NULL;
         in[i].len = lens[i];
     }
@@ -290,7 +254,7 @@ static void test_kill(size_t workers) {
     unsigned char *buf = malloc(len);
     CHECK(buf != NULL);
     for (int i = 0; i < N; i++) {
-        fill(buf, len, 40u + (unsigned)i);
+        px_fill(buf, len, 40u + (unsigned)i);
         if (i == 3 || i == 11) memcpy(buf, "KILL", 4);
         if (i == 7) memcpy(buf, "ABRT", 4);
         CHECK_OK(cf_submit_bytes(ex, b_rev_xor, buf, len, &fs[i]));
@@ -311,13 +275,7 @@ static void test_kill(size_t workers) {
         cf_future_release(fs[i]);
     }
     /* The pool still moves large payloads. */
-    fill(buf, len, 7);
-    cf_future *f = NULL;
-    CHECK_OK(cf_submit_bytes(ex, b_rev_xor, buf, len, &f));
-    cf_bytes b;
-    CHECK_OK(cf_future_result_bytes(f, PX_LONG, &b));
-    check_rev_xor(&b, len, 7);
-    cf_future_release(f);
+    expect_round_trip(ex, buf, len, 7);
     free(buf);
     cf_executor_free(ex);
 }
@@ -348,12 +306,7 @@ static void test_forged(cf_executor *ex) {
         CHECK(msg != NULL);
         cf_future_release(f);
         /* The pool goes on. */
-        fill(buf, MIB, 3);
-        CHECK_OK(cf_submit_bytes(ex, b_rev_xor, buf, MIB, &f));
-        cf_bytes b;
-        CHECK_OK(cf_future_result_bytes(f, PX_LONG, &b));
-        check_rev_xor(&b, MIB, 3);
-        cf_future_release(f);
+        expect_round_trip(ex, buf, MIB, 3);
     }
     free(buf);
 }

@@ -74,6 +74,73 @@
         }                                                                               \
     } while (0)
 
+/* ---- byte data: a seeded pattern, and byte tasks that reverse it XOR 0x5A ------------ */
+
+static inline unsigned char px_pattern(size_t i, unsigned seed) {
+    return (unsigned char)((i * 131u + seed * 7u + (i >> 8) + (i >> 16) + (i >> 24)) & 0xffu);
+}
+static inline void px_fill(unsigned char *buf, size_t len, unsigned seed) {
+    for (size_t i = 0; i < len; i++) buf[i] = px_pattern(i, seed);
+}
+
+/* out[i] = in[len - 1 - i] ^ 0x5A. */
+static inline void px_rev_xor_into(unsigned char *out, const void *in, size_t len) {
+    const unsigned char *p = in;
+    for (size_t i = 0; i < len; i++) out[i] = (unsigned char)(p[len - 1 - i] ^ 0x5Au);
+}
+
+/* Byte task: the input reversed, XOR 0x5A (NULL/0 for an empty input); raises EFAULT when
+ * the input pointer does not match its length (NULL exactly when it is 0). */
+static inline void *px_rev_xor(const void *in, size_t len, size_t *out_len) {
+    if ((len == 0) != (in == NULL)) return cf_raise(EFAULT, "input pointer does not match its length");
+    if (len == 0) {
+        *out_len = 0;
+        return NULL;
+    }
+    unsigned char *out = malloc(len);
+    if (!out) return cf_raise(ENOMEM, "malloc");
+    px_rev_xor_into(out, in, len);
+    *out_len = len;
+    return out;
+}
+
+/* Byte task: each byte b becomes b, b+1, b+2 (a result three times the input). */
+static inline void *px_triple(const void *in, size_t len, size_t *out_len) {
+    const unsigned char *p = in;
+    unsigned char *out = malloc(3 * len + 1);
+    if (!out) return cf_raise(ENOMEM, "malloc");
+    for (size_t i = 0; i < len; i++) {
+        out[3 * i] = p[i];
+        out[3 * i + 1] = (unsigned char)(p[i] + 1u);
+        out[3 * i + 2] = (unsigned char)(p[i] + 2u);
+    }
+    *out_len = 3 * len;
+    return out;
+}
+
+/* Byte task: 8 bytes, the sum of the input bytes (a uint64_t). */
+static inline void *px_sum(const void *in, size_t len, size_t *out_len) {
+    const unsigned char *p = in;
+    uint64_t *out = malloc(sizeof *out);
+    if (!out) return cf_raise(ENOMEM, "malloc");
+    *out = 0;
+    for (size_t i = 0; i < len; i++) *out += p[i];
+    *out_len = sizeof *out;
+    return out;
+}
+
+/* Checks `len` bytes of px_rev_xor's output for an input px_fill'ed with `seed`. */
+static inline void px_check_rev_xor(const unsigned char *out, size_t len, unsigned seed) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char want = (unsigned char)(px_pattern(len - 1 - i, seed) ^ 0x5Au);
+        if (out[i] != want) {
+            fprintf(stderr, "byte %zu of %zu (seed %u): got 0x%02x, expected 0x%02x\n", i, len,
+                    seed, out[i], want);
+            CHECK(out[i] == want);
+        }
+    }
+}
+
 /* ---- time bounds ------------------------------------------------------------------- */
 
 /* Scale for the upper time bounds (never the lower ones): CF_TEST_TIME_SCALE=10 under
