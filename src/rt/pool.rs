@@ -234,15 +234,7 @@ impl Pool {
     pub(crate) fn submit(self: &Arc<Self>, task: Task) -> Result<CoreRef, SubmitError> {
         let core = Core::with_task(task).ok_or(SubmitError::NoMemory)?;
         let mut st = lock(&self.state);
-        if st.broken {
-            return Err(SubmitError::Broken);
-        }
-        if st.shutdown {
-            return Err(SubmitError::Shutdown);
-        }
-        if st.queue.try_reserve(1).is_err() {
-            return Err(SubmitError::NoMemory);
-        }
+        Self::accept(&mut st, 1)?;
         st.queue.push_back(core.clone());
         self.sync_queued(&st.queue);
         match self.plan(&mut st) {
@@ -263,6 +255,18 @@ impl Pool {
         Ok(core)
     }
 
+    /// Whether `n` more tasks may be queued now (under the lock): not broken, not shut
+    /// down, and room in the queue for them.
+    fn accept(st: &mut State, n: usize) -> Result<(), SubmitError> {
+        if st.broken {
+            return Err(SubmitError::Broken);
+        }
+        if st.shutdown {
+            return Err(SubmitError::Shutdown);
+        }
+        st.queue.try_reserve(n).map_err(|_| SubmitError::NoMemory)
+    }
+
     /// Queues several tasks at once, under one lock, with the wake-ups and worker starts
     /// that as many `submit`s in a row would make; returns their futures in order. All or
     /// nothing: on an error none of them is queued (a worker that cannot be started with
@@ -281,15 +285,7 @@ impl Pool {
             cores.push(Core::with_task(task).ok_or(SubmitError::NoMemory)?);
         }
         let mut st = lock(&self.state);
-        if st.broken {
-            return Err(SubmitError::Broken);
-        }
-        if st.shutdown {
-            return Err(SubmitError::Shutdown);
-        }
-        if st.queue.try_reserve(cores.len()).is_err() {
-            return Err(SubmitError::NoMemory);
-        }
+        Self::accept(&mut st, cores.len())?;
         st.queue.extend(cores.iter().cloned());
         self.sync_queued(&st.queue);
         // What one `submit` per task would have done: `plan` until it has nothing more

@@ -633,18 +633,11 @@ fn encode_small(task: &Task, m: &mut Vec<u8>) -> bool {
     }
 }
 
-/// Sends a task to a worker (parent side). Byte inputs go out straight from their
-/// buffers.
+/// Sends a task to a worker (parent side). Large byte inputs go out straight from their
+/// buffers; calls and small byte inputs as `encode_small` frames them.
 fn send_task(fd: c_int, task: &Task) -> io::Result<()> {
     match task {
-        Task::Call(f, arg) => {
-            let mut m = Vec::with_capacity(HEADER + 16);
-            m.extend_from_slice(&header(K_CALL, 16));
-            put_u64(&mut m, *f as usize as u64);
-            put_u64(&mut m, *arg as usize as u64);
-            send_all(fd, &[&m])
-        }
-        Task::Bytes(f, input) => {
+        Task::Bytes(f, input) if input.len() >= SHM_MIN => {
             let mut m = Vec::with_capacity(HEADER + 8);
             m.extend_from_slice(&header(K_BYTES, 8 + input.len()));
             put_u64(&mut m, *f as usize as u64);
@@ -672,6 +665,12 @@ fn send_task(fd: c_int, task: &Task) -> io::Result<()> {
                 }
             };
             send_all(fd, &[&header(kind, p.len()), &p])
+        }
+        small => {
+            let mut m = Vec::new();
+            let encoded = encode_small(small, &mut m);
+            debug_assert!(encoded, "calls and byte inputs under SHM_MIN are small");
+            send_all(fd, &[&m])
         }
     }
 }

@@ -298,22 +298,22 @@ const SPARE_MAX: usize = 16 << 20;
 /// process until a later map takes it or a larger one replaces it, as `malloc` keeps
 /// freed memory. The lock is only tried: a thread that finds it taken (or a process
 /// forked while another thread held it) maps and unmaps as without it.
-static SPARE: std::sync::Mutex<Option<Mapping>> = std::sync::Mutex::new(None);
+static SPARE: std::sync::Mutex<Option<AnonMapping>> = std::sync::Mutex::new(None);
 
 /// An anonymous private mapping of `len` bytes.
 #[derive(Debug)]
-struct Mapping {
+struct AnonMapping {
     ptr: NonNull<u8>,
     len: usize,
 }
 
-// SAFETY: a private mapping owned by whoever holds the `Mapping`.
-unsafe impl Send for Mapping {}
+// SAFETY: a private mapping owned by whoever holds the `AnonMapping`.
+unsafe impl Send for AnonMapping {}
 
-impl Mapping {
+impl AnonMapping {
     /// A mapping of at least `len` bytes: the spare one if it is large enough (`true`:
     /// its pages are present), else a fresh one (`false`); `None` when none can be made.
-    fn get(len: usize) -> Option<(Mapping, bool)> {
+    fn get(len: usize) -> Option<(AnonMapping, bool)> {
         if let Ok(mut spare) = SPARE.try_lock()
             && spare.as_ref().is_some_and(|m| m.len >= len)
         {
@@ -336,7 +336,7 @@ impl Mapping {
         // SAFETY: our mapping; a refused hint changes nothing.
         unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
         Some((
-            Mapping {
+            AnonMapping {
                 ptr: NonNull::new(p.cast())?,
                 len,
             },
@@ -369,7 +369,7 @@ pub(crate) struct ArgBuf {
     ptr: NonNull<*mut c_void>,
     len: usize,
     /// The mapping it lives in (for `HUGE_COPY` bytes or more), else `malloc`'d.
-    mapping: Option<Mapping>,
+    mapping: Option<AnonMapping>,
     /// Whether its pages are present already (a reused mapping).
     warm: bool,
 }
@@ -387,7 +387,7 @@ impl ArgBuf {
     fn try_alloc(len: usize) -> Option<Shared<ArgBuf>> {
         let layout = std::alloc::Layout::array::<*mut c_void>(len).ok()?;
         let buf = if layout.size() >= HUGE_COPY {
-            let (m, warm) = Mapping::get(layout.size())?;
+            let (m, warm) = AnonMapping::get(layout.size())?;
             ArgBuf {
                 ptr: m.ptr.cast(),
                 len,
@@ -452,19 +452,14 @@ impl ArgFiller {
         let end = start + items.len();
         if self.buf.mapping.is_some() && !self.buf.warm && end > self.populated {
             // The pages of a fresh mapping, made present a stretch at a time in one call
-            // (`MADV_POPULATE_WRITE`) rather than by one fault per page while copying.
+            // rather than by one fault per page while copying.
             let upto = (self.populated + POPULATE_AHEAD).max(end).min(self.buf.len);
-            let page = 4096 / std::mem::size_of::<*mut c_void>();
-            let from = self.populated / page * page;
-            // SAFETY: a range within our mapping (`from..upto` items); a refused advice
-            // (an older kernel) changes nothing: the copy faults the pages in instead.
-            unsafe {
-                libc::madvise(
-                    self.buf.ptr.as_ptr().add(from).cast(),
-                    (upto - from) * std::mem::size_of::<*mut c_void>(),
-                    libc::MADV_POPULATE_WRITE,
-                )
-            };
+            // SAFETY: `populated < upto <= len`: within the buffer.
+            let at = unsafe { self.buf.ptr.as_ptr().add(self.populated) };
+            populate_for_write(
+                at.cast(),
+                (upto - self.populated) * std::mem::size_of::<*mut c_void>(),
+            );
             self.populated = upto;
         }
         // SAFETY: `start..start + len` is within the buffer and no `Slots` owns it yet
