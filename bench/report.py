@@ -23,7 +23,7 @@ TITLES = {
     "py-threads": "CPython threads",
     "py-processes": "CPython processes",
 }
-WORKLOADS = ["W1", "W2", "W3", "W3-1", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB"]
+WORKLOADS = ["W1", "W2", "W3", "W3-1", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4"]
 DESCR = {
     "W1": "burst: submit N no-ops, keep futures, collect",
     "W2": "ping-pong: submit one, wait, N times",
@@ -38,7 +38,14 @@ DESCR = {
     "P1-map1": "process pool: map_bytes N x 100 B, chunksize 1",
     "P1-map100": "process pool: map_bytes N x 100 B, chunksize 100",
     "P1-1MiB": "process pool: N x 1 MiB in and out (MiB/s each way)",
+    "P1-1MiB-w4": "P1-1MiB for cfutures with at most 4 tasks in flight",
 }
+PROBES = [
+    ("fresh_private", "copy into fresh private pages (mmap + MADV_POPULATE_WRITE + memcpy)"),
+    ("fresh_shared", "copy into fresh shared-memory pages (memfd + mmap + MADV_POPULATE_WRITE + memcpy)"),
+    ("warm_copy", "copy into pages already present (memcpy)"),
+    ("task_work", "the P1 task's own work (+1 on every byte, a byte loop)"),
+]
 HIGHER_IS_BETTER = {"tasks/s": True, "items/s": True, "MiB/s": True,
                     "us/roundtrip": False, "bytes/future": False, "ms-cpu": False}
 UNIT_LABEL = {"tasks/s": "tasks/s", "items/s": "items/s", "MiB/s": "MiB/s",
@@ -61,7 +68,7 @@ def parse(path):
     with open(path) as f:
         for line in f:
             line = line.rstrip("\n")
-            m = re.match(r"^(RESULT|NA|FAIL|NOTBUILT) (.*)$", line)
+            m = re.match(r"^(RESULT|NA|FAIL|NOTBUILT|PROBE) (.*)$", line)
             if not m:
                 continue
             kind, rest = m.groups()
@@ -122,7 +129,11 @@ def main():
     na = {}       # (w, impl) -> reason
     fails = {}    # (w, impl) -> [reasons]
     not_built = {}
+    probes = {}   # name -> [ms per MiB]
     for r in rows:
+        if r["kind"] == "PROBE":
+            probes.setdefault(r.get("name"), []).append(float(r["value"]))
+            continue
         if r["kind"] == "NOTBUILT":
             not_built[r["impl"]] = r.get("reason", "not built")
             continue
@@ -255,6 +266,18 @@ def main():
                 P(f"- {w} / {TITLES.get(i, i)}: {why}")
         P("- P1 (process pools): only CPython's ProcessPoolExecutor is an anchor; the thread-pool libraries have none.")
         P("- W3-1: cfutures' W3 read one result per call (`cf_map_next`) instead of many (`cf_map_next_n`); the anchors' W3 row is the comparison.")
+        P("- P1-1MiB-w4: cfutures' P1-1MiB with each result collected and released before the task 4 places later is submitted (a streaming caller); the P1-1MiB row is the comparison.")
+        P("")
+    if probes:
+        P("## Memory probes (`bench/build/probe_pages`, this run)")
+        P("")
+        P("What one MiB costs on this machine, median over the repetitions (each a median of 5 rounds of 64 MiB), for reading P1-1MiB: there all 64 inputs are copied at submit before any result is collected, so each input copy and each result held for collection lands in fresh pages, while a streaming caller (P1-1MiB-w4) reuses present ones.")
+        P("")
+        P("| probe | what | ms per MiB |")
+        P("|---|---|--:|")
+        for name, what in PROBES:
+            if name in probes:
+                P(f"| {name} | {what} | {statistics.median(probes[name]):.3f} |")
         P("")
     P("## Notes per implementation")
     P("")

@@ -53,13 +53,13 @@ else
 fi
 
 # Workloads and their N: full, quick. W8's N is seconds of idling.
-WORKLOADS=(W1 W2 W3 W3-1 W4 W5 W6 W7 W8 P1-submit P1-map1 P1-map100 P1-1MiB)
+WORKLOADS=(W1 W2 W3 W3-1 W4 W5 W6 W7 W8 P1-submit P1-map1 P1-map100 P1-1MiB P1-1MiB-w4)
 declare -A N_FULL=([W1]=1000000 [W2]=100000 [W3]=1000000 [W3-1]=1000000 [W4]=100000 [W5]=1000000
                    [W6]=1000000 [W7]=1000000 [W8]=10 [P1-submit]=10000 [P1-map1]=10000
-                   [P1-map100]=10000 [P1-1MiB]=64)
+                   [P1-map100]=10000 [P1-1MiB]=64 [P1-1MiB-w4]=64)
 declare -A N_QUICK=([W1]=10000 [W2]=1000 [W3]=10000 [W3-1]=10000 [W4]=1000 [W5]=10000
                     [W6]=10000 [W7]=10000 [W8]=2 [P1-submit]=1000 [P1-map1]=1000
-                    [P1-map100]=1000 [P1-1MiB]=8)
+                    [P1-map100]=1000 [P1-1MiB]=8 [P1-1MiB-w4]=8)
 THREAD_IMPLS=(cfutures asio glib tbb libuv rust-threadpool py-threads)
 PROCESS_IMPLS=(cfutures py-processes)
 
@@ -100,7 +100,7 @@ cp -f "$ROOT/target/release/libcfutures.so" "$BUILD/lib/libcfutures.so"
 ln -sf libcfutures.so "$BUILD/lib/libcfutures.so.0"
 
 log "building the C/C++ programs (make -C bench, -O2)"
-for t in cf asio glib tbb uv; do
+for t in cf probe asio glib tbb uv; do
     if ! make -C "$BENCH_DIR" -s "$t" CF_LIB="$BUILD/lib" >> "$BUILD_LOG" 2>&1; then
         log "  $t: build failed (see $BUILD_LOG)"
     fi
@@ -164,6 +164,10 @@ run_one() {
 
 for ((rep = 1; rep <= REPS; rep++)); do
     log "repetition $rep/$REPS ($MODE)"
+    # What a MiB costs in fresh and in present pages, for reading P1-1MiB (report.py).
+    if [ -x "$BUILD/probe_pages" ]; then
+        "$BUILD/probe_pages" 2>>"$BUILD_LOG" | grep '^PROBE ' | sed "s/\$/ rep=$rep/" >> "$RAW" || true
+    fi
     for w in "${WORKLOADS[@]}"; do
         if [ "$MODE" = quick ]; then n=${N_QUICK[$w]:-}; else n=${N_FULL[$w]:-}; fi
         if [ -z "$n" ]; then log "unknown workload $w"; exit 64; fi
@@ -172,6 +176,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
             W3-1) impls=(cfutures) ;; # cfutures' own variant of W3 (see report.py)
             *) impls=("${THREAD_IMPLS[@]}") ;;
         esac
+        case "$w" in P1-1MiB-w4) impls=(cfutures) ;; esac # cfutures' own variant of P1-1MiB
         # rotate the order each repetition so no implementation always runs first
         k=$(( (rep - 1) % ${#impls[@]} ))
         order=("${impls[@]:k}" "${impls[@]:0:k}")

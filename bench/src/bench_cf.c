@@ -334,6 +334,30 @@ static double p1_submit(cf_executor *ex, long n, size_t size) {
     return t;
 }
 
+/* P1-1MiB-w4: as p1_submit, but with at most `window` tasks in flight: each result is
+ * collected and released before the task `window` places later is submitted, as a
+ * streaming caller would. Returns seconds. */
+static double p1_window(cf_executor *ex, long n, size_t size, long window) {
+    unsigned char *in = malloc(n * size);
+    for (long i = 0; i < n; i++) fill_input(in + i * size, size, i);
+    cf_future **fs = malloc(n * sizeof *fs);
+    double t0 = now_s();
+    for (long i = 0; i < n + window; i++) {
+        long j = i - window; /* the task to collect now */
+        if (j >= 0) {
+            cf_bytes b;
+            OK(cf_future_result_bytes(fs[j], CF_FOREVER, &b));
+            if (b.len != size || !check_output(b.data, size, j)) BENCH_FAIL("bad output %ld", j);
+            cf_future_release(fs[j]);
+        }
+        if (i < n) OK(cf_submit_bytes(ex, p1_inc, in + i * size, size, &fs[i]));
+    }
+    double t = now_s() - t0;
+    free(fs);
+    free(in);
+    return t;
+}
+
 static double p1_map(cf_executor *ex, long n, size_t size, size_t chunk) {
     unsigned char *in = malloc(n * size);
     cf_bytes *inputs = malloc(n * sizeof *inputs);
@@ -373,6 +397,9 @@ static void p1(const char *which, long n) {
     } else if (!strcmp(which, "P1-1MiB")) {
         double t = p1_submit(ex, n, 1 << 20);
         bench_result((double)n / t, "MiB/s", n); /* n MiB each way in t seconds */
+    } else if (!strcmp(which, "P1-1MiB-w4")) {
+        double t = p1_window(ex, n, 1 << 20, 4);
+        bench_result((double)n / t, "MiB/s", n);
     } else {
         BENCH_FAIL("unknown workload %s", which);
     }
