@@ -8,8 +8,10 @@
  * first 4 MiB arena, so it is replaced), then 1 MiB again, round-trip byte-exact; inputs
  * of 64 KiB and more reach the task inside a "cfutures-arena" mapping and smaller ones do
  * not (so this test fails if the arena path is not taken); results larger than the input
- * (3x, through the socket), smaller (8 bytes) and empty; 40 large tasks at once on 2
- * workers (more than an arena holds: tasks wait for slots), mixed with small ones;
+ * (3x, through the socket), smaller (8 bytes) and empty, for inputs that went through the
+ * arena (1 MiB) and through the socket (1000 bytes); 40 large tasks at once on 2
+ * workers (more than an arena holds: tasks wait for slots), mixed with small ones, all
+ * results held at once, intact and in disjoint memory;
  * cf_map_bytes_new over large and small inputs with chunksize 1 and 4; workers killed by
  * SIGKILL and abort() while a large payload is in their arena, with large tasks
  * pipelined behind them on the same worker: exactly the killed tasks fail with CF_BROKEN
@@ -161,32 +163,45 @@ static void test_sizes(cf_executor *ex) {
         cf_future_release(w);
     }
 
-    px_phase("results larger, smaller than the input");
-    px_fill(buf, MIB, 99);
-    uint64_t sum = 0;
-    for (size_t i = 0; i < MIB; i++) sum += buf[i];
-    cf_future *t = NULL, *s = NULL;
-    CHECK_OK(cf_submit_bytes(ex, px_triple, buf, MIB, &t));
-    CHECK_OK(cf_submit_bytes(ex, px_sum, buf, MIB, &s));
-    cf_bytes b;
-    CHECK_OK(cf_future_result_bytes(t, PX_LONG, &b));
-    PX_CHECK_EQ(b.len, 3 * MIB);
-    const unsigned char *p = b.data;
-    for (size_t i = 0; i < MIB; i++) {
-        unsigned char v = px_pattern(i, 99);
-        if (p[3 * i] != v || p[3 * i + 1] != (unsigned char)(v + 1u) || p[3 * i + 2] != (unsigned char)(v + 2u)) {
-            fprintf(stderr, "tripled byte %zu wrong\n", i);
-            CHECK(0);
+    /* Through the socket (1000 bytes) and through the arena (1 MiB): a result that fits
+     * in the task's input copy is returned in it, a larger one in a buffer of its own. */
+    static const size_t in_sizes[] = {1000, MIB};
+    for (size_t k = 0; k < sizeof in_sizes / sizeof in_sizes[0]; k++) {
+        size_t n = in_sizes[k];
+        px_phase(n == MIB ? "results larger, smaller than a 1 MiB input"
+                          : "results larger, smaller than a 1000-byte input");
+        px_fill(buf, n, 99);
+        uint64_t sum = 0;
+        for (size_t i = 0; i < n; i++) sum += buf[i];
+        cf_future *t = NULL, *s = NULL;
+        CHECK_OK(cf_submit_bytes(ex, px_triple, buf, n, &t));
+        CHECK_OK(cf_submit_bytes(ex, px_sum, buf, n, &s));
+        cf_bytes b;
+        CHECK_OK(cf_future_result_bytes(t, PX_LONG, &b));
+        PX_CHECK_EQ(b.len, 3 * n);
+        const unsigned char *p = b.data;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char v = px_pattern(i, 99);
+            if (p[3 * i] != v || p[3 * i + 1] != (unsigned char)(v + 1u) || p[3 * i + 2] != (unsigned char)(v + 2u)) {
+                fprintf(stderr, "tripled byte %zu of %zu wrong\n", i, n);
+                CHECK(0);
+            }
         }
+        CHECK_OK(cf_future_result_bytes(s, PX_LONG, &b));
+        PX_CHECK_EQ(b.len, 8);
+        uint64_t got;
+        memcpy(&got, b.data, 8);
+        CHECK(got == sum);
+        cf_future_release(t);
+        cf_future_release(s);
     }
-    CHECK_OK(cf_future_result_bytes(s, PX_LONG, &b));
-    PX_CHECK_EQ(b.len, 8);
-    uint64_t got;
-    memcpy(&got, b.data, 8);
-    CHECK(got == sum);
-    cf_future_release(t);
-    cf_future_release(s);
     free(buf);
+}
+
+/* Orders results by address (for test_many). */
+static int by_data(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t)((const cf_bytes *)a)->data, y = (uintptr_t)((const cf_bytes *)b)->data;
+    return (x > y) - (x < y);
 }
 
 static void test_many(cf_executor *ex) {
@@ -201,12 +216,19 @@ static void test_many(cf_executor *ex) {
         px_fill(buf, lens[i], 500u + (unsigned)i);
         CHECK_OK(cf_submit_bytes(ex, b_rev_xor, lens[i] ? buf : NULL, lens[i], &fs[i]));
     }
-    for (int i = 0; i < N; i++) {
-        cf_bytes b;
-        CHECK_OK(cf_future_result_bytes(fs[i], PX_LONG, &b));
-        check_rev_xor(&b, lens[i], 500u + (unsigned)i);
-        cf_future_release(fs[i]);
+    /* Every result is collected before any is checked or released: each stays intact
+     * while later tasks run, and no two share memory (each is returned in its own
+     * task's input copy or in a buffer of its own). */
+    cf_bytes got[N], sorted[N];
+    for (int i = 0; i < N; i++) CHECK_OK(cf_future_result_bytes(fs[i], PX_LONG, &got[i]));
+    for (int i = 0; i < N; i++) check_rev_xor(&got[i], lens[i], 500u + (unsigned)i);
+    memcpy(sorted, got, sizeof got);
+    qsort(sorted, N, sizeof sorted[0], by_data);
+    for (int i = 0; i + 1 < N; i++) {
+        if (sorted[i].len == 0) continue;
+        CHECK((const unsigned char *)sorted[i].data + sorted[i].len <= (const unsigned char *)sorted[i + 1].data);
     }
+    for (int i = 0; i < N; i++) cf_future_release(fs[i]);
     free(buf);
 }
 

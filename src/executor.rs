@@ -6,7 +6,7 @@ use crate::{
     rt::{
         pool::{Config, Pool, Runner},
         process::ProcShared,
-        task::Task,
+        task::{MallocBuf, Task},
     },
     status::*,
 };
@@ -305,20 +305,16 @@ pub unsafe extern "C" fn cf_submit_bytes(
 ///
 /// # Safety
 /// `data` is NULL or points to `len` readable bytes.
-pub(crate) unsafe fn copy_bytes(data: *const c_void, len: usize) -> Result<Box<[u8]>, cf_status> {
+pub(crate) unsafe fn copy_bytes(data: *const c_void, len: usize) -> Result<MallocBuf, cf_status> {
     if len == 0 {
-        return Ok(Box::default());
+        return Ok(MallocBuf::empty());
     }
     if data.is_null() {
         return Err(CF_INVALID_ARGUMENT);
     }
     // SAFETY: non-NULL and `len` readable bytes, by the caller's guarantee.
     let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
-    let mut copy = Vec::new();
-    copy.try_reserve_exact(len).map_err(|_| CF_NO_MEMORY)?;
-    crate::rt::task::populate_for_write(copy.as_mut_ptr(), len);
-    copy.extend_from_slice(bytes);
-    Ok(copy.into_boxed_slice())
+    MallocBuf::copy_of(bytes).ok_or(CF_NO_MEMORY)
 }
 
 /// Shuts the executor down: Python's `shutdown(wait, cancel_futures)`.

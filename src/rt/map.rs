@@ -6,7 +6,7 @@ use super::{
     pool::{Pool, SubmitError},
     shared::try_box,
     sync::Arc,
-    task::{ArgFiller, BytesFn, Chunk, Outcome, OutcomeRef, Task, TaskFn},
+    task::{ArgFiller, BytesFn, Chunk, MallocBuf, Outcome, OutcomeRef, Task, TaskFn},
     time::Deadline,
 };
 use crate::{
@@ -21,7 +21,7 @@ pub(crate) enum Items<'a> {
     /// `ArgBuf` whose ranges are the chunks (their results are then written over them).
     Calls(TaskFn, &'a [*mut c_void]),
     /// Byte items, already copied.
-    Bytes(BytesFn, Vec<Box<[u8]>>),
+    Bytes(BytesFn, Vec<MallocBuf>),
 }
 
 /// One item as `cf_map_next` reports it. Pointers are owned by the map: byte results and

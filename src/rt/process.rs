@@ -33,8 +33,10 @@
 //!   (`K_BYTES_SHM`); the task reads its input in place (it is lent for the call, which
 //!   the `const void *in` of a byte task allows); the worker copies the task's result
 //!   into the same slot when it fits (`O_BYTES_SHM`: offset, length), else sends it
-//!   through the socket; the proxy copies it into a `malloc` buffer, which the future
-//!   lends. With the socket path this saves the kernel's two copies each way, the
+//!   through the socket; the proxy copies it into the task's own input copy when it fits
+//!   there (that `malloc` buffer's pages are present, where a new buffer of a large
+//!   result's size costs a page fault per page), else into a new `malloc` buffer; the
+//!   future lends that buffer out. With the socket path this saves the kernel's two copies each way, the
 //!   socket's buffer churn and the worker's fresh receive buffer per task; the arena's
 //!   pages are mapped once (`MAP_POPULATE`) and reused, task after task.
 //! - Pipelining with an arena: slots are taken in send order and freed in answer order
@@ -441,7 +443,7 @@ fn encode_outcome(v: &mut Vec<u8>, o: &Outcome) {
         Outcome::Bytes(b) => {
             v.push(O_BYTES);
             put_u64(v, b.len as u64);
-            v.extend_from_slice(malloc_slice(b));
+            v.extend_from_slice(b);
         }
         Outcome::Failed(f) => {
             v.push(O_FAILED);
@@ -496,35 +498,40 @@ fn encode_outcome(v: &mut Vec<u8>, o: &Outcome) {
     }
 }
 
-fn malloc_slice(b: &MallocBuf) -> &[u8] {
-    if b.ptr.is_null() || b.len == 0 {
-        &[]
-    } else {
-        // SAFETY: the task gave us `len` bytes at `ptr` (its malloc buffer).
-        unsafe { std::slice::from_raw_parts(b.ptr.cast(), b.len) }
-    }
-}
-
 /// Copies bytes into a new `malloc` buffer (the type a byte result lives in).
 fn to_malloc(bytes: &[u8]) -> io::Result<MallocBuf> {
-    if bytes.is_empty() {
-        return Ok(MallocBuf {
-            ptr: ptr::null_mut(),
-            len: 0,
-        });
+    MallocBuf::copy_of(bytes).ok_or_else(|| io::ErrorKind::OutOfMemory.into())
+}
+
+/// Reads `n` bytes straight into a `malloc` buffer: `reuse` (a task's input, no longer
+/// needed once its answer arrives) when it holds at least `n` bytes, else a new one.
+/// None for `n` = 0.
+fn read_malloc(
+    fd: c_int,
+    rb: &mut RecvBuf,
+    n: usize,
+    reuse: Option<&mut MallocBuf>,
+) -> io::Result<MallocBuf> {
+    if n == 0 {
+        return Ok(MallocBuf::empty());
     }
-    // SAFETY: plain allocation; checked for NULL.
-    let p = unsafe { libc::malloc(bytes.len()) };
-    if p.is_null() {
-        return Err(io::ErrorKind::OutOfMemory.into());
+    let mut buf = match reuse {
+        Some(input) if input.len >= n => mem::take(input),
+        _ => {
+            // SAFETY: plain allocation; checked for NULL.
+            let p = unsafe { libc::malloc(n) };
+            if p.is_null() {
+                return Err(io::ErrorKind::OutOfMemory.into());
+            }
+            MallocBuf { ptr: p, len: n }
+        }
+    };
+    buf.len = n; // `free` needs no length: a shorter view of a reused buffer is fine
+    // SAFETY: `buf` has room for `n` bytes.
+    if !unsafe { rb.read_exact_raw(fd, buf.ptr.cast(), n) }? {
+        return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    super::task::populate_for_write(p.cast(), bytes.len());
-    // SAFETY: fresh buffer of the right size.
-    unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast(), bytes.len()) };
-    Ok(MallocBuf {
-        ptr: p,
-        len: bytes.len(),
-    })
+    Ok(buf)
 }
 
 /// Deserialises an outcome (parent side).
@@ -677,11 +684,14 @@ fn send_task(fd: c_int, task: &Task) -> io::Result<()> {
 
 /// Reads a result frame (parent side). A byte result is read straight into its final
 /// `malloc` buffer, or copied there from the task's arena slot (`slot`, if its input went
-/// through the arena): a result said to be anywhere else is malformed.
+/// through the arena): a result said to be anywhere else is malformed. That buffer is
+/// the task's input (`reuse`, taken) when the result fits in it: its pages are present,
+/// where a new buffer of a large result's size would cost a page fault per page.
 fn recv_outcome(
     fd: c_int,
     rb: &mut RecvBuf,
     slot: Option<(&Mapping, Slot)>,
+    reuse: Option<&mut MallocBuf>,
 ) -> io::Result<Outcome> {
     let Some((kind, len)) = read_header(fd, rb)? else {
         return Err(io::ErrorKind::UnexpectedEof.into());
@@ -710,7 +720,18 @@ fn recv_outcome(
         // SAFETY: `src` is `n` bytes inside the mapping (checked); the worker wrote them
         // before its answer and no longer touches this slot. (A rogue worker could still
         // scribble on them: that changes the bytes we copy, nothing else.)
-        return to_malloc(unsafe { std::slice::from_raw_parts(src, n) }).map(Outcome::Bytes);
+        let src = unsafe { std::slice::from_raw_parts(src, n) };
+        return match reuse {
+            Some(input) if input.len >= n => {
+                let mut buf = mem::take(input);
+                // SAFETY: `buf` holds at least `n` bytes, and it is ours (the task's
+                // private input copy), disjoint from the arena.
+                unsafe { ptr::copy_nonoverlapping(src.as_ptr(), buf.ptr.cast(), n) };
+                buf.len = n; // `free` needs no length
+                Ok(Outcome::Bytes(buf))
+            }
+            _ => to_malloc(src).map(Outcome::Bytes),
+        };
     }
     if tag[0] == O_BYTES {
         let mut n = [0u8; 8];
@@ -721,23 +742,7 @@ fn recv_outcome(
         if n != len - 9 {
             return Err(malformed());
         }
-        if n == 0 {
-            return Ok(Outcome::Bytes(MallocBuf {
-                ptr: ptr::null_mut(),
-                len: 0,
-            }));
-        }
-        // SAFETY: plain allocation; checked for NULL.
-        let p = unsafe { libc::malloc(n) };
-        if p.is_null() {
-            return Err(io::ErrorKind::OutOfMemory.into());
-        }
-        let buf = MallocBuf { ptr: p, len: n };
-        // SAFETY: `p` has room for `n` bytes.
-        if !unsafe { rb.read_exact_raw(fd, p.cast(), n) }? {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        return Ok(Outcome::Bytes(buf));
+        return read_malloc(fd, rb, n, reuse).map(Outcome::Bytes);
     }
     let rest = read_vec(fd, rb, len - 1)?;
     let mut all = Vec::with_capacity(len);
@@ -1056,8 +1061,8 @@ fn recv_plain_task(fd: c_int, rb: &mut RecvBuf, kind: u32, len: usize) -> Option
             // SAFETY: as above, a `cf_bytes_fn` of this program.
             let f: BytesFn =
                 unsafe { mem::transmute::<usize, BytesFn>(fnp(u64::from_ne_bytes(h))) };
-            let data = read_vec(fd, rb, len - 8).ok()?;
-            Some(Task::Bytes(f, data.into_boxed_slice()))
+            let data = read_malloc(fd, rb, len - 8, None).ok()?;
+            Some(Task::Bytes(f, data))
         }
         K_CHUNK_CALLS | K_CHUNK_BYTES => {
             let p = read_vec(fd, rb, len).ok()?;
@@ -1078,7 +1083,7 @@ fn recv_plain_task(fd: c_int, rb: &mut RecvBuf, kind: u32, len: usize) -> Option
                 let mut inputs = Vec::with_capacity(n.min(p.len() / 8));
                 for _ in 0..n {
                     let k = r.usize().ok()?;
-                    inputs.push(Box::<[u8]>::from(r.take(k).ok()?));
+                    inputs.push(MallocBuf::copy_of(r.take(k).ok()?)?);
                 }
                 Some(Task::Chunk(Box::new(Chunk::Bytes(f, inputs.into()))))
             }
@@ -1089,7 +1094,7 @@ fn recv_plain_task(fd: c_int, rb: &mut RecvBuf, kind: u32, len: usize) -> Option
 
 fn send_outcome(fd: c_int, o: &Outcome) -> io::Result<()> {
     if let Outcome::Bytes(b) = o {
-        let data = malloc_slice(b);
+        let data: &[u8] = b;
         let mut m = Vec::with_capacity(HEADER + 9);
         m.extend_from_slice(&header(K_RESULT, 9 + data.len()));
         m.push(O_BYTES);
@@ -1858,9 +1863,13 @@ impl ProcShared {
         last: &mut dyn FnMut() -> Option<super::future::CoreRef>,
     ) -> bool {
         let worker = w.as_mut().expect("tasks in flight have a worker");
-        let slot = inflight.front().and_then(|(_, slot)| *slot);
+        let (slot, reuse) = match inflight.front_mut() {
+            Some(((_, Task::Bytes(_, input)), slot)) => (*slot, Some(input)),
+            Some((_, slot)) => (*slot, None),
+            None => (None, None),
+        };
         let in_arena = slot.and_then(|s| worker.arena.as_ref().map(|a| (&a.map, s)));
-        match recv_outcome(worker.fd.raw(), &mut worker.rb, in_arena) {
+        match recv_outcome(worker.fd.raw(), &mut worker.rb, in_arena, reuse) {
             Ok(outcome) => {
                 let ((job, task), slot) =
                     inflight.pop_front().expect("an answer to a task in flight");
@@ -2072,7 +2081,7 @@ mod tests {
             panic!("not a chunk")
         };
         assert!(matches!(items[0], Outcome::Value(p) if p as usize == 42));
-        assert!(matches!(&items[1], Outcome::Bytes(b) if malloc_slice(b) == b"hello"));
+        assert!(matches!(&items[1], Outcome::Bytes(b) if &b[..] == b"hello"));
         assert!(
             matches!(&items[2], Outcome::Failed(f) if f.code == 7 && f.message.as_deref() == Some(c"boom"))
         );

@@ -26,8 +26,9 @@ pub(crate) type BytesFn = unsafe extern "C-unwind" fn(
 pub(crate) enum Task {
     /// `fn(arg)`; the result is the returned pointer.
     Call(TaskFn, *mut c_void),
-    /// `fn(input)` on a private copy of the caller's bytes.
-    Bytes(BytesFn, Box<[u8]>),
+    /// `fn(input)` on a private copy of the caller's bytes (a `malloc` buffer, so that a
+    /// process pool can return the task's result in it, see `process::recv_outcome`).
+    Bytes(BytesFn, MallocBuf),
     /// Several map items run one after the other by one worker.
     Chunk(Box<Chunk>),
 }
@@ -37,7 +38,7 @@ pub(crate) enum Chunk {
     /// Pointer-value items; their results are written over them.
     Calls(TaskFn, Slots),
     /// Byte items.
-    Bytes(BytesFn, Box<[Box<[u8]>]>),
+    Bytes(BytesFn, Box<[MallocBuf]>),
 }
 
 /// A buffer from C's `malloc` that the library owns and frees with `free`.
@@ -45,6 +46,55 @@ pub(crate) enum Chunk {
 pub(crate) struct MallocBuf {
     pub(crate) ptr: *mut c_void,
     pub(crate) len: usize,
+}
+
+impl MallocBuf {
+    /// No buffer (NULL, 0).
+    pub(crate) const fn empty() -> MallocBuf {
+        MallocBuf {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+        }
+    }
+
+    /// A new `malloc` buffer holding a copy of `bytes` (none for no bytes); `None` when
+    /// memory runs out. Large copies populate their pages first (`populate_for_write`).
+    pub(crate) fn copy_of(bytes: &[u8]) -> Option<MallocBuf> {
+        if bytes.is_empty() {
+            return Some(MallocBuf::empty());
+        }
+        // SAFETY: plain allocation; checked for NULL.
+        let p = unsafe { libc::malloc(bytes.len()) };
+        if p.is_null() {
+            return None;
+        }
+        populate_for_write(p.cast(), bytes.len());
+        // SAFETY: a fresh buffer of `bytes.len()` bytes, disjoint from `bytes`.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast(), bytes.len()) };
+        Some(MallocBuf {
+            ptr: p,
+            len: bytes.len(),
+        })
+    }
+}
+
+impl Default for MallocBuf {
+    fn default() -> MallocBuf {
+        MallocBuf::empty()
+    }
+}
+
+impl Deref for MallocBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        if self.ptr.is_null() || self.len == 0 {
+            &[]
+        } else {
+            // SAFETY: we own `len` bytes at `ptr` (a `malloc` buffer).
+            unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.len) }
+        }
+    }
 }
 
 impl Drop for MallocBuf {
