@@ -155,22 +155,9 @@ static void test_bytes_sizes(cf_executor *ex) {
     uint64_t want_hash = fnv1a(buf, mib);
     memset(buf, 0, mib);
     CHECK_OK(cf_future_result_bytes(f, PX_LONG, &b));
-    PX_CHECK_EQ(b.len, 3 * mib);
-    const unsigned char *t = b.data;
-    for (size_t i = 0; i < mib; i++) {
-        unsigned char v = px_pattern(i, 77);
-        if (t[3 * i] != v || t[3 * i + 1] != (unsigned char)(v + 1u) ||
-            t[3 * i + 2] != (unsigned char)(v + 2u)) {
-            fprintf(stderr, "tripled byte %zu wrong\n", i);
-            CHECK(0);
-        }
-    }
+    px_check_triple(&b, mib, 77);
     cf_future_release(f);
-    CHECK_OK(cf_future_result_bytes(h, PX_LONG, &b));
-    PX_CHECK_EQ(b.len, 8);
-    uint64_t got_hash;
-    memcpy(&got_hash, b.data, 8);
-    CHECK(got_hash == want_hash);
+    px_check_u64_result(h, want_hash);
     cf_future_release(h);
 
     /* A NULL result is NULL/0 whatever *out_len says. */

@@ -240,11 +240,7 @@ static void test_queued_and_bytes(void) {
     check_broken(bc, "SIGKILL");
     cf_bytes out;
     CHECK_STATUS(cf_future_result_bytes(bc, 0, &out), CF_BROKEN);
-    CHECK_OK(cf_future_result_bytes(bs, PX_LONG, &out));
-    PX_CHECK_EQ(out.len, 8);
-    uint64_t got;
-    memcpy(&got, out.data, 8);
-    CHECK(got == want);
+    px_check_u64_result(bs, want);
     cf_future_release(bc);
     cf_future_release(bs);
     free(buf);

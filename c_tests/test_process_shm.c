@@ -178,20 +178,8 @@ static void test_sizes(cf_executor *ex) {
         CHECK_OK(cf_submit_bytes(ex, px_sum, buf, n, &s));
         cf_bytes b;
         CHECK_OK(cf_future_result_bytes(t, PX_LONG, &b));
-        PX_CHECK_EQ(b.len, 3 * n);
-        const unsigned char *p = b.data;
-        for (size_t i = 0; i < n; i++) {
-            unsigned char v = px_pattern(i, 99);
-            if (p[3 * i] != v || p[3 * i + 1] != (unsigned char)(v + 1u) || p[3 * i + 2] != (unsigned char)(v + 2u)) {
-                fprintf(stderr, "tripled byte %zu of %zu wrong\n", i, n);
-                CHECK(0);
-            }
-        }
-        CHECK_OK(cf_future_result_bytes(s, PX_LONG, &b));
-        PX_CHECK_EQ(b.len, 8);
-        uint64_t got;
-        memcpy(&got, b.data, 8);
-        CHECK(got == sum);
+        px_check_triple(&b, n, 99);
+        px_check_u64_result(s, sum);
         cf_future_release(t);
         cf_future_release(s);
     }

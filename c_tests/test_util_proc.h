@@ -129,6 +129,21 @@ static inline void *px_sum(const void *in, size_t len, size_t *out_len) {
     return out;
 }
 
+/* Checks px_triple's output for `n` input bytes px_fill'ed with `seed`: each byte v as
+ * v, v + 1, v + 2. */
+static inline void px_check_triple(const cf_bytes *b, size_t n, unsigned seed) {
+    PX_CHECK_EQ(b->len, 3 * n);
+    const unsigned char *t = b->data;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char v = px_pattern(i, seed);
+        if (t[3 * i] != v || t[3 * i + 1] != (unsigned char)(v + 1u) ||
+            t[3 * i + 2] != (unsigned char)(v + 2u)) {
+            fprintf(stderr, "tripled byte %zu of %zu (seed %u) wrong\n", i, n, seed);
+            CHECK(0);
+        }
+    }
+}
+
 /* Checks `len` bytes of px_rev_xor's output for an input px_fill'ed with `seed`. */
 static inline void px_check_rev_xor(const unsigned char *out, size_t len, unsigned seed) {
     for (size_t i = 0; i < len; i++) {
@@ -159,6 +174,17 @@ static inline double px_scale(void) {
 /* How long a task in a worker waits on a shared counter before giving up (the test then
  * fails instead of leaving the worker blocked forever). */
 #define PX_TASK_LIMIT 60.0
+
+/* Waits for a byte-task future whose result is one uint64_t (px_sum's, or a hash) and
+ * checks that it is `want`. */
+static inline void px_check_u64_result(cf_future *f, uint64_t want) {
+    cf_bytes b;
+    CHECK_OK(cf_future_result_bytes(f, PX_LONG, &b));
+    PX_CHECK_EQ(b.len, 8);
+    uint64_t got;
+    memcpy(&got, b.data, 8);
+    CHECK(got == want);
+}
 
 /* ---- progress, watchdog ------------------------------------------------------------ */
 
