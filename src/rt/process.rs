@@ -34,9 +34,9 @@
 //!   the `const void *in` of a byte task allows); the worker copies the task's result
 //!   into the same slot when it fits (`O_BYTES_SHM`: offset, length), else sends it
 //!   through the socket; the proxy copies it into the task's own input copy when it fits
-//!   there (that `malloc` buffer's pages are present, where a new buffer of a large
-//!   result's size costs a page fault per page), else into a new `malloc` buffer; the
-//!   future lends that buffer out. With the socket path this saves the kernel's two copies each way, the
+//!   there and fills at least half of it (`fits_in`: that `malloc` buffer's pages are
+//!   present, where a new buffer of a large result's size costs a page fault per page),
+//!   else into a new `malloc` buffer; the future lends that buffer out. With the socket path this saves the kernel's two copies each way, the
 //!   socket's buffer churn and the worker's fresh receive buffer per task; the arena's
 //!   pages are mapped once (`MAP_POPULATE`) and reused, task after task.
 //! - Pipelining with an arena: slots are taken in send order and freed in answer order
@@ -503,9 +503,16 @@ fn to_malloc(bytes: &[u8]) -> io::Result<MallocBuf> {
     MallocBuf::copy_of(bytes).ok_or_else(|| io::ErrorKind::OutOfMemory.into())
 }
 
-/// Reads `n` bytes straight into a `malloc` buffer: `reuse` (a task's input, no longer
-/// needed once its answer arrives) when it holds at least `n` bytes, else a new one.
-/// None for `n` = 0.
+/// Whether a result of `n` bytes is returned in its task's input copy `input` (no longer
+/// needed once the answer arrives): when it fits, and fills at least half of it, so that
+/// a small result of a large input (a sum, a hash) does not keep the input's memory
+/// alive with its future.
+fn fits_in(n: usize, input: &MallocBuf) -> bool {
+    n <= input.len && n >= input.len / 2
+}
+
+/// Reads `n` bytes straight into a `malloc` buffer: `reuse` (a task's input) when the
+/// result `fits_in` it, else a new one. None for `n` = 0.
 fn read_malloc(
     fd: c_int,
     rb: &mut RecvBuf,
@@ -516,7 +523,7 @@ fn read_malloc(
         return Ok(MallocBuf::empty());
     }
     let mut buf = match reuse {
-        Some(input) if input.len >= n => mem::take(input),
+        Some(input) if fits_in(n, input) => mem::take(input),
         _ => {
             // SAFETY: plain allocation; checked for NULL.
             let p = unsafe { libc::malloc(n) };
@@ -685,8 +692,8 @@ fn send_task(fd: c_int, task: &Task) -> io::Result<()> {
 /// Reads a result frame (parent side). A byte result is read straight into its final
 /// `malloc` buffer, or copied there from the task's arena slot (`slot`, if its input went
 /// through the arena): a result said to be anywhere else is malformed. That buffer is
-/// the task's input (`reuse`, taken) when the result fits in it: its pages are present,
-/// where a new buffer of a large result's size would cost a page fault per page.
+/// the task's input (`reuse`, taken) when the result `fits_in` it: its pages are
+/// present, where a new buffer of a large result's size would cost a page fault per page.
 fn recv_outcome(
     fd: c_int,
     rb: &mut RecvBuf,
@@ -722,7 +729,7 @@ fn recv_outcome(
         // scribble on them: that changes the bytes we copy, nothing else.)
         let src = unsafe { std::slice::from_raw_parts(src, n) };
         return match reuse {
-            Some(input) if input.len >= n => {
+            Some(input) if fits_in(n, input) => {
                 let mut buf = mem::take(input);
                 // SAFETY: `buf` holds at least `n` bytes, and it is ours (the task's
                 // private input copy), disjoint from the arena.
