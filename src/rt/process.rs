@@ -36,9 +36,10 @@
 //!   through the socket; the proxy copies it into the task's own input copy when it fits
 //!   there and fills at least half of it (`fits_in`: that `malloc` buffer's pages are
 //!   present, where a new buffer of a large result's size costs a page fault per page),
-//!   else into a new `malloc` buffer; the future lends that buffer out. With the socket path this saves the kernel's two copies each way, the
-//!   socket's buffer churn and the worker's fresh receive buffer per task; the arena's
-//!   pages are mapped once (`MAP_POPULATE`) and reused, task after task.
+//!   else into a new `malloc` buffer; the future lends that buffer out. With the socket
+//!   path this saves the kernel's two copies each way, the socket's buffer churn and the
+//!   worker's fresh receive buffer per task; the arena's pages are mapped once
+//!   (`MAP_POPULATE`) and reused, task after task.
 //! - Pipelining with an arena: slots are taken in send order and freed in answer order
 //!   (the worker answers in order), so the arena is a ring (`Arena`), back at offset 0
 //!   whenever it empties. A task whose input finds no room waits until an answer frees a
