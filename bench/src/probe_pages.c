@@ -23,13 +23,19 @@
 
 static unsigned char *src;
 
-/* Fresh private pages: mmap, populate (as cfutures does for large copies), copy. */
-static double fresh_private(void) {
+/* Fresh pages: map 1 MiB (private anonymous, or shared: a memfd that another process
+ * could map), populate it (as cfutures does for large copies), copy into it. */
+static double fresh(int shared) {
     unsigned char *p[PER_ROUND];
     double t0 = now_s();
     for (int i = 0; i < PER_ROUND; i++) {
-        p[i] = mmap(NULL, MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        int fd = -1;
+        if (shared && ((fd = memfd_create("probe", MFD_CLOEXEC)) < 0 || ftruncate(fd, MIB) != 0))
+            BENCH_FAIL("memfd");
+        p[i] = mmap(NULL, MIB, PROT_READ | PROT_WRITE,
+                    shared ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS, fd, 0);
         if (p[i] == MAP_FAILED) BENCH_FAIL("mmap");
+        if (fd >= 0) close(fd);
         madvise(p[i], MIB, MADV_POPULATE_WRITE);
         memcpy(p[i], src, MIB);
     }
@@ -37,25 +43,8 @@ static double fresh_private(void) {
     for (int i = 0; i < PER_ROUND; i++) munmap(p[i], MIB);
     return t;
 }
-
-/* Fresh shared-memory pages (what another process could map): memfd, size, map,
- * populate, copy. */
-static double fresh_shared(void) {
-    unsigned char *p[PER_ROUND];
-    double t0 = now_s();
-    for (int i = 0; i < PER_ROUND; i++) {
-        int fd = memfd_create("probe", MFD_CLOEXEC);
-        if (fd < 0 || ftruncate(fd, MIB) != 0) BENCH_FAIL("memfd");
-        p[i] = mmap(NULL, MIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (p[i] == MAP_FAILED) BENCH_FAIL("mmap");
-        close(fd);
-        madvise(p[i], MIB, MADV_POPULATE_WRITE);
-        memcpy(p[i], src, MIB);
-    }
-    double t = now_s() - t0;
-    for (int i = 0; i < PER_ROUND; i++) munmap(p[i], MIB);
-    return t;
-}
+static double fresh_private(void) { return fresh(0); }
+static double fresh_shared(void) { return fresh(1); }
 
 /* Pages already present: the same 1 MiB buffer written again and again. */
 static double warm_copy(void) {

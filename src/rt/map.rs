@@ -36,10 +36,10 @@ pub(crate) enum Item {
     Stop(cf_status),
 }
 
-/// An ongoing map.
 /// How many chunks a map hands to its pool at once.
 const MAP_BATCH: usize = 8;
 
+/// An ongoing map.
 pub(crate) struct MapIter {
     chunks: Vec<Option<CoreRef>>,
     chunksize: usize,

@@ -512,8 +512,27 @@ fn fits_in(n: usize, input: &MallocBuf) -> bool {
     n <= input.len && n >= input.len / 2
 }
 
-/// Reads `n` bytes straight into a `malloc` buffer: `reuse` (a task's input) when the
-/// result `fits_in` it, else a new one. None for `n` = 0.
+/// The `malloc` buffer a result of `n` (> 0) bytes goes into: `reuse` (a task's input,
+/// taken) when the result `fits_in` it, else a new one, its pages populated first when
+/// large. Its length is `n` either way (`free` needs no length).
+fn result_buf(n: usize, reuse: Option<&mut MallocBuf>) -> io::Result<MallocBuf> {
+    let mut buf = match reuse {
+        Some(input) if fits_in(n, input) => mem::take(input),
+        _ => {
+            // SAFETY: plain allocation; checked for NULL.
+            let p = unsafe { libc::malloc(n) };
+            if p.is_null() {
+                return Err(io::ErrorKind::OutOfMemory.into());
+            }
+            super::task::populate_for_write(p.cast(), n);
+            MallocBuf { ptr: p, len: n }
+        }
+    };
+    buf.len = n;
+    Ok(buf)
+}
+
+/// Reads `n` bytes straight into a `result_buf`. None for `n` = 0.
 fn read_malloc(
     fd: c_int,
     rb: &mut RecvBuf,
@@ -523,18 +542,7 @@ fn read_malloc(
     if n == 0 {
         return Ok(MallocBuf::empty());
     }
-    let mut buf = match reuse {
-        Some(input) if fits_in(n, input) => mem::take(input),
-        _ => {
-            // SAFETY: plain allocation; checked for NULL.
-            let p = unsafe { libc::malloc(n) };
-            if p.is_null() {
-                return Err(io::ErrorKind::OutOfMemory.into());
-            }
-            MallocBuf { ptr: p, len: n }
-        }
-    };
-    buf.len = n; // `free` needs no length: a shorter view of a reused buffer is fine
+    let buf = result_buf(n, reuse)?;
     // SAFETY: `buf` has room for `n` bytes.
     if !unsafe { rb.read_exact_raw(fd, buf.ptr.cast(), n) }? {
         return Err(io::ErrorKind::UnexpectedEof.into());
@@ -725,21 +733,14 @@ fn recv_outcome(
             return Err(malformed());
         }
         let src = map.range(off, n).ok_or_else(malformed)?;
+        let buf = result_buf(n, reuse)?;
         // SAFETY: `src` is `n` bytes inside the mapping (checked); the worker wrote them
         // before its answer and no longer touches this slot. (A rogue worker could still
-        // scribble on them: that changes the bytes we copy, nothing else.)
-        let src = unsafe { std::slice::from_raw_parts(src, n) };
-        return match reuse {
-            Some(input) if fits_in(n, input) => {
-                let mut buf = mem::take(input);
-                // SAFETY: `buf` holds at least `n` bytes, and it is ours (the task's
-                // private input copy), disjoint from the arena.
-                unsafe { ptr::copy_nonoverlapping(src.as_ptr(), buf.ptr.cast(), n) };
-                buf.len = n; // `free` needs no length
-                Ok(Outcome::Bytes(buf))
-            }
-            _ => to_malloc(src).map(Outcome::Bytes),
-        };
+        // scribble on them: that changes the bytes we copy, nothing else.) `buf` holds
+        // `n` bytes and is ours (the task's private input copy or a new buffer), disjoint
+        // from the arena.
+        unsafe { ptr::copy_nonoverlapping(src, buf.ptr.cast(), n) };
+        return Ok(Outcome::Bytes(buf));
     }
     if tag[0] == O_BYTES {
         let mut n = [0u8; 8];
