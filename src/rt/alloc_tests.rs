@@ -8,7 +8,7 @@ use super::{
     context,
     future::Core,
     many::{AsCompleted, ReturnWhen, wait_many},
-    task::{Chunk, NO_MEMORY_MESSAGE, Outcome, RAISE_NO_MEMORY_MESSAGE, Task},
+    task::{NO_MEMORY_MESSAGE, Outcome, RAISE_NO_MEMORY_MESSAGE, Task, Values},
     time::Deadline,
 };
 use crate::status::{CF_NO_MEMORY, CF_TASK_FAILED};
@@ -167,12 +167,31 @@ fn completion_degrades_instead_of_aborting() {
     assert!(matches!(o, Outcome::Failed(_)));
     // SAFETY: owned by `o`, alive.
     assert_eq!(unsafe { CStr::from_ptr(message) }, RAISE_NO_MEMORY_MESSAGE);
-    // A chunk whose results cannot be stored.
-    unsafe extern "C-unwind" fn id(a: *mut c_void) -> *mut c_void {
-        a
+    // A chunk of calls allocates nothing to finish when its items succeed: its values
+    // box becomes the outcome.
+    unsafe extern "C-unwind" fn raise_at_2(arg: *mut c_void) -> *mut c_void {
+        if arg as usize == 2 {
+            // SAFETY: as `raise_long`.
+            unsafe { raise_long(arg) }
+        } else {
+            arg
+        }
     }
-    let chunk = Box::new(Chunk::Calls(id, vec![std::ptr::null_mut(); 3].into()));
-    let o = with_budget(0, || Task::Chunk(chunk).run());
+    let chunk = |n: usize| {
+        let items: Vec<*mut c_void> = (0..n).map(|i| i as *mut c_void).collect();
+        let values = Values {
+            values: items.into(),
+            failure: None,
+        };
+        Task::Calls(raise_at_2, Box::new(values))
+    };
+    let task = chunk(2);
+    let o = with_budget(0, || task.run());
+    assert!(matches!(&o, Outcome::Values(v) if v.values.len() == 2 && v.failure.is_none()));
+    // Its third item raises: the message and the failure are stored (two allocations),
+    // but its own array of values cannot be shrunk to the two that were returned.
+    let task = chunk(3);
+    let o = with_budget(2, || task.run());
     assert!(matches!(o, Outcome::Degraded(CF_NO_MEMORY, libc::ENOMEM)));
     // And the future finishes with it.
     let f = Core::promise();

@@ -112,8 +112,10 @@ enum Kind {
     Empty = 0,
     /// `Task::Call(fn, arg)`, stored as its two words.
     Call,
-    /// Any other task, boxed (byte tasks and map chunks: one more allocation, beside the
-    /// copies they make anyway).
+    /// `Task::Calls(fn, values)` (a chunk of pointer map items), stored as its two words.
+    Calls,
+    /// Any other task, boxed (byte tasks and byte map chunks: one more allocation, beside
+    /// the copies they make anyway).
     Boxed,
     Value,
     Bytes,
@@ -124,9 +126,10 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 10] = [
         Kind::Empty,
         Kind::Call,
+        Kind::Calls,
         Kind::Boxed,
         Kind::Value,
         Kind::Bytes,
@@ -189,12 +192,13 @@ impl Payload {
         unsafe { self.0.as_ptr().cast::<T>().read() }
     }
 
-    /// A task stored; `Err` with the task back when the box for a non-`Call` task cannot
-    /// be allocated.
+    /// A task stored; `Err` with the task back when the box for a task other than `Call`
+    /// and `Calls` cannot be allocated.
     fn with_task(task: Task) -> Result<(Kind, Payload), Task> {
         let mut p = Payload::empty();
         let kind = match task {
             Task::Call(f, arg) => p.put_as((f, arg), Kind::Call),
+            Task::Calls(f, values) => p.put_as((f, values), Kind::Calls),
             other => p.put_as(try_box(other)?, Kind::Boxed),
         };
         Ok((kind, p))
@@ -230,6 +234,10 @@ impl Payload {
                 let (f, arg) = unsafe { self.take::<(TaskFn, *mut c_void)>() };
                 Some(Task::Call(f, arg))
             }
+            Kind::Calls => {
+                let (f, values) = unsafe { self.take::<(TaskFn, Box<Values>)>() };
+                Some(Task::Calls(f, values))
+            }
             Kind::Boxed => Some(*unsafe { self.take::<Box<Task>>() }),
             _ => None,
         }
@@ -252,7 +260,7 @@ impl Payload {
                     let &(status, code) = self.get::<(cf_status, c_int)>();
                     OutcomeRef::Degraded(status, code)
                 }
-                Kind::Empty | Kind::Call | Kind::Boxed => return None,
+                Kind::Empty | Kind::Call | Kind::Calls | Kind::Boxed => return None,
             })
         }
     }
@@ -267,6 +275,7 @@ impl Payload {
         unsafe {
             match kind {
                 Kind::Empty | Kind::Call | Kind::Value | Kind::Degraded => {}
+                Kind::Calls => drop(self.take::<(TaskFn, Box<Values>)>()),
                 Kind::Boxed => drop(self.take::<Box<Task>>()),
                 Kind::Bytes => drop(self.take::<MallocBuf>()),
                 Kind::Failed => drop(self.take::<Box<Failure>>()),
@@ -848,7 +857,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rt::task::{Chunk, Slots};
+    use crate::rt::task::Slots;
     use std::sync::atomic::AtomicUsize;
 
     static CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -899,7 +908,8 @@ mod tests {
             assert!(check(f.outcome().expect("finished")));
             assert!(f.outcome().unwrap().error().is_some() == f.failed());
         }
-        // A call task is taken by `start` and not dropped again; a boxed one (a chunk) is
+        // A call task is taken by `start` and not dropped again. A chunk of calls (its
+        // values box stored in the slot) and a boxed task (a chunk of byte items) are
         // dropped by whoever ends the future first: a completer, a cancel, or the drop.
         let call = Core::with_task(Task::Call(ident, 9 as *mut c_void)).unwrap();
         match call.start() {
@@ -907,19 +917,36 @@ mod tests {
             _ => panic!("expected the call task"),
         }
         assert!(call.start().is_none());
-        let chunk = || {
-            let c = Chunk::Calls(ident, Slots::Owned(vec![std::ptr::null_mut(); 2].into()));
-            Core::with_task(Task::Chunk(Box::new(c))).unwrap()
+        let calls = || {
+            let values = Box::new(Values {
+                values: Slots::Owned(vec![std::ptr::null_mut(); 2].into()),
+                failure: None,
+            });
+            Core::with_task(Task::Calls(ident, values)).unwrap()
         };
-        let broken = chunk();
-        assert!(broken.finish(Outcome::no_memory()).is_ok());
-        assert!(broken.start().is_none());
-        let cancelled = chunk();
-        assert!(cancelled.cancel());
-        assert!(cancelled.start().is_none());
-        drop(chunk());
-        let started = chunk();
-        assert!(matches!(started.start(), Some(Task::Chunk(_))));
+        let bytes = || {
+            let input = MallocBuf::copy_of(b"abc").unwrap();
+            Core::with_task(Task::ByteChunk(bytes_len, vec![input].into())).unwrap()
+        };
+        for make in [calls as fn() -> CoreRef, bytes] {
+            let broken = make();
+            assert!(broken.finish(Outcome::no_memory()).is_ok());
+            assert!(broken.start().is_none());
+            let cancelled = make();
+            assert!(cancelled.cancel());
+            assert!(cancelled.start().is_none());
+            drop(make());
+        }
+        assert!(matches!(calls().start(), Some(Task::Calls(_, v)) if v.values.len() == 2));
+        assert!(matches!(bytes().start(), Some(Task::ByteChunk(_, i)) if i.len() == 1));
+    }
+
+    unsafe extern "C-unwind" fn bytes_len(
+        _: *const c_void,
+        _: usize,
+        _: *mut usize,
+    ) -> *mut c_void {
+        std::ptr::null_mut()
     }
 
     #[test]

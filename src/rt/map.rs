@@ -6,7 +6,7 @@ use super::{
     pool::{Pool, SubmitError},
     shared::try_box,
     sync::Arc,
-    task::{ArgFiller, BytesFn, Chunk, MallocBuf, Outcome, OutcomeRef, Task, TaskFn},
+    task::{ArgFiller, BytesFn, MallocBuf, Outcome, OutcomeRef, Task, TaskFn, Values},
     time::Deadline,
 };
 use crate::{
@@ -116,8 +116,12 @@ impl MapIter {
                 // start on the first chunks while the later ones are still being copied.
                 let mut filler = ArgFiller::try_new(n).ok_or(SubmitError::NoMemory)?;
                 for c in args.chunks(chunksize) {
-                    let chunk = try_box(Chunk::Calls(f, filler.push(c))).ok();
-                    add(&mut chunks, &mut batch, chunk.map(Task::Chunk))?;
+                    let values = try_box(Values {
+                        values: filler.push(c),
+                        failure: None,
+                    })
+                    .ok();
+                    add(&mut chunks, &mut batch, values.map(|v| Task::Calls(f, v)))?;
                 }
             }
             items => {

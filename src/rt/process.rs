@@ -70,7 +70,7 @@ use super::{
     context::{Raised, UserError, call_task},
     pool::{InitFn, Pool},
     sync::{Mutex, lock},
-    task::{BytesFn, Chunk, Failure, MallocBuf, Outcome, Task, TaskFn, run_bytes},
+    task::{BytesFn, Failure, MallocBuf, Outcome, Task, TaskFn, Values, run_bytes},
 };
 use crate::status::CF_BROKEN;
 use std::{
@@ -589,7 +589,7 @@ fn decode_outcome(r: &mut Reader<'_>, depth: u32) -> io::Result<Outcome> {
                 },
                 _ => return Err(malformed()),
             };
-            Outcome::Values(Box::new(super::task::Values {
+            Outcome::Values(Box::new(Values {
                 values: values.into(),
                 failure,
             }))
@@ -666,28 +666,24 @@ fn send_task(fd: c_int, task: &Task) -> io::Result<()> {
             put_u64(&mut m, *f as usize as u64);
             send_all(fd, &[&m, input])
         }
-        Task::Chunk(chunk) => {
+        Task::Calls(f, chunk) => {
             let mut p = Vec::new();
-            let kind = match &**chunk {
-                Chunk::Calls(f, args) => {
-                    put_u64(&mut p, *f as usize as u64);
-                    put_u64(&mut p, args.len() as u64);
-                    for a in args.iter() {
-                        put_u64(&mut p, *a as usize as u64);
-                    }
-                    K_CHUNK_CALLS
-                }
-                Chunk::Bytes(f, inputs) => {
-                    put_u64(&mut p, *f as usize as u64);
-                    put_u64(&mut p, inputs.len() as u64);
-                    for i in inputs.iter() {
-                        put_u64(&mut p, i.len() as u64);
-                        p.extend_from_slice(i);
-                    }
-                    K_CHUNK_BYTES
-                }
-            };
-            send_all(fd, &[&header(kind, p.len()), &p])
+            put_u64(&mut p, *f as usize as u64);
+            put_u64(&mut p, chunk.values.len() as u64);
+            for a in chunk.values.iter() {
+                put_u64(&mut p, *a as usize as u64);
+            }
+            send_all(fd, &[&header(K_CHUNK_CALLS, p.len()), &p])
+        }
+        Task::ByteChunk(f, inputs) => {
+            let mut p = Vec::new();
+            put_u64(&mut p, *f as usize as u64);
+            put_u64(&mut p, inputs.len() as u64);
+            for i in inputs.iter() {
+                put_u64(&mut p, i.len() as u64);
+                p.extend_from_slice(i);
+            }
+            send_all(fd, &[&header(K_CHUNK_BYTES, p.len()), &p])
         }
         small => {
             let mut m = Vec::new();
@@ -1085,7 +1081,11 @@ fn recv_plain_task(fd: c_int, rb: &mut RecvBuf, kind: u32, len: usize) -> Option
                 for _ in 0..n {
                     args.push(r.u64().ok()? as usize as *mut c_void);
                 }
-                Some(Task::Chunk(Box::new(Chunk::Calls(f, args.into()))))
+                let values = Values {
+                    values: args.into(),
+                    failure: None,
+                };
+                Some(Task::Calls(f, Box::new(values)))
             } else {
                 // SAFETY: as above.
                 let f: BytesFn = unsafe { mem::transmute::<usize, BytesFn>(f) };
@@ -1094,7 +1094,7 @@ fn recv_plain_task(fd: c_int, rb: &mut RecvBuf, kind: u32, len: usize) -> Option
                     let k = r.usize().ok()?;
                     inputs.push(MallocBuf::copy_of(r.take(k).ok()?)?);
                 }
-                Some(Task::Chunk(Box::new(Chunk::Bytes(f, inputs.into()))))
+                Some(Task::ByteChunk(f, inputs.into()))
             }
         }
         _ => None,

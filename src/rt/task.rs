@@ -29,16 +29,13 @@ pub(crate) enum Task {
     /// `fn(input)` on a private copy of the caller's bytes (a `malloc` buffer, so that a
     /// process pool can return the task's result in it, see `process::recv_outcome`).
     Bytes(BytesFn, MallocBuf),
-    /// Several map items run one after the other by one worker.
-    Chunk(Box<Chunk>),
-}
-
-/// The items of one map chunk.
-pub(crate) enum Chunk {
-    /// Pointer-value items; their results are written over them.
-    Calls(TaskFn, Slots),
-    /// Byte items.
-    Bytes(BytesFn, Box<[MallocBuf]>),
+    /// A chunk of pointer map items, run one after the other by one worker. Each value
+    /// is written over its item, and the box itself becomes the outcome
+    /// (`Outcome::Values`): a chunk costs one allocation, made and freed by the thread
+    /// that runs the map, beside its future.
+    Calls(TaskFn, Box<Values>),
+    /// A chunk of byte map items, run one after the other by one worker.
+    ByteChunk(BytesFn, Box<[MallocBuf]>),
 }
 
 /// A buffer from C's `malloc` that the library owns and frees with `free`.
@@ -636,60 +633,49 @@ impl Task {
         match self {
             Task::Call(f, arg) => run_call(f, arg),
             Task::Bytes(f, input) => run_bytes(f, &input),
-            Task::Chunk(chunk) => match *chunk {
-                Chunk::Calls(f, mut slots) => {
-                    // One task context for the whole chunk: the per-item cost is the call
-                    // itself and one check of whether it raised. Each result is written
-                    // over its argument, so the chunk's copy of its inputs becomes its
-                    // array of values: no allocation for the results.
-                    let mut done = 0;
-                    let failed = call_each(slots.as_mut_slice(), |slot| {
-                        // SAFETY: as for `run_call`.
-                        *slot = unsafe { f(*slot) };
-                        done += 1;
-                    });
-                    let failure = match failed {
-                        None => None,
-                        Some(e) => {
-                            if matches!(e, UserError::Raised(_)) {
-                                done -= 1; // the failed item's return value, ignored
-                            }
-                            match Failure::from_user(e) {
-                                Outcome::Failed(b) => Some(b),
-                                degraded => return degraded,
-                            }
-                        }
-                    };
-                    if done < slots.len() && !slots.try_truncate(done) {
-                        return Outcome::no_memory();
+            Task::Calls(f, mut chunk) => {
+                // One task context for the whole chunk: the per-item cost is the call
+                // itself and one check of whether it raised. Each result is written over
+                // its argument, so the chunk's copy of its inputs becomes its array of
+                // values, and its box the outcome: no allocation for the results.
+                let mut done = 0;
+                let failed = call_each(chunk.values.as_mut_slice(), |slot| {
+                    // SAFETY: as for `run_call`.
+                    *slot = unsafe { f(*slot) };
+                    done += 1;
+                });
+                if let Some(e) = failed {
+                    if matches!(e, UserError::Raised(_)) {
+                        done -= 1; // the failed item's return value, ignored
                     }
-                    match try_box(Values {
-                        values: slots,
-                        failure,
-                    }) {
-                        Ok(v) => Outcome::Values(v),
-                        Err(_) => Outcome::no_memory(),
+                    match Failure::from_user(e) {
+                        Outcome::Failed(b) => chunk.failure = Some(b),
+                        degraded => return degraded,
                     }
                 }
-                Chunk::Bytes(f, inputs) => {
-                    let mut out = Vec::new();
-                    if out.try_reserve_exact(inputs.len()).is_err() {
-                        return Outcome::no_memory();
-                    }
-                    for input in inputs.iter() {
-                        let o = run_bytes(f, input);
-                        let stop = o.error().is_some();
-                        out.push(o);
-                        if stop {
-                            break;
-                        }
-                    }
-                    match exact(out) {
-                        Some(items) => Outcome::Chunk(items),
-                        None => Outcome::no_memory(),
+                if done < chunk.values.len() && !chunk.values.try_truncate(done) {
+                    return Outcome::no_memory();
+                }
+                Outcome::Values(chunk)
+            }
+            Task::ByteChunk(f, inputs) => {
+                let mut out = Vec::new();
+                if out.try_reserve_exact(inputs.len()).is_err() {
+                    return Outcome::no_memory();
+                }
+                for input in inputs.iter() {
+                    let o = run_bytes(f, input);
+                    let stop = o.error().is_some();
+                    out.push(o);
+                    if stop {
+                        break;
                     }
                 }
-            },
+                match exact(out) {
+                    Some(items) => Outcome::Chunk(items),
+                    None => Outcome::no_memory(),
+                }
+            }
         }
     }
 }
@@ -720,8 +706,7 @@ pub(crate) fn tasks_of(items: Items<'_>, chunksize: usize) -> Option<Vec<Task>> 
                 let mut c = Vec::new();
                 c.try_reserve_exact(chunksize.min(it.len())).ok()?;
                 c.extend(it.by_ref().take(chunksize));
-                let chunk = try_box(Chunk::Bytes(f, c.into_boxed_slice())).ok()?;
-                tasks.push(Task::Chunk(chunk));
+                tasks.push(Task::ByteChunk(f, c.into_boxed_slice()));
             }
         }
     }
