@@ -23,12 +23,13 @@ TITLES = {
     "py-threads": "CPython threads",
     "py-processes": "CPython processes",
 }
-WORKLOADS = ["W1", "W2", "W3", "W3-1", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4"]
+WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-c10", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4"]
 DESCR = {
     "W1": "burst: submit N no-ops, keep futures, collect",
     "W2": "ping-pong: submit one, wait, N times",
     "W3": "map x*x over N inputs, in order (chunk {chunk})",
     "W3-1": "W3 for cfutures with cf_map_next, one result per call",
+    "W3-c10": "W3 with chunksize 10: what a chunk costs",
     "W4": "as-completed: N tasks spinning (i%7)x200 ns",
     "W5": "N tasks + one done callback each",
     "W6": "4 submitter threads x N/4, own results",
@@ -266,6 +267,7 @@ def main():
                 P(f"- {w} / {TITLES.get(i, i)}: {why}")
         P("- P1 (process pools): only CPython's ProcessPoolExecutor is an anchor; the thread-pool libraries have none.")
         P("- W3-1: cfutures' W3 read one result per call (`cf_map_next`) instead of many (`cf_map_next_n`); the anchors' W3 row is the comparison.")
+        P("- W3-c10 / CPython threads: `ThreadPoolExecutor.map` ignores `chunksize` (only `ProcessPoolExecutor` uses it), so its W3 row applies.")
         P("- P1-1MiB-w4: cfutures' P1-1MiB with each result collected and released before the task 4 places later is submitted (a streaming caller); the P1-1MiB row is the comparison.")
         P("")
     if probes:
