@@ -54,7 +54,10 @@
 //!   worker with a new arena.
 //! - When all workers are busy, a proxy keeps up to `PIPELINE` tasks in flight in its
 //!   worker (`drive`), which reads and answers them in order; a small task then costs a
-//!   few system calls per batch instead of a round trip each.
+//!   few system calls per batch instead of a round trip each. The socket bytes in flight
+//!   stay within half the socket's buffer (`ProcWorker::may_send`), and a larger frame
+//!   (a map chunk of large items) goes only to an idle worker: the proxy is then never
+//!   blocked writing while its worker is blocked writing an answer.
 //! - A worker that dies (EOF, error, malformed frame) is killed for good and reaped by
 //!   the server, which reports its wait status; the task it ran fails with `CF_BROKEN`
 //!   and a message naming the signal or exit status, and the proxy starts a new worker
@@ -624,8 +627,11 @@ fn flush_batch(
     }
     let (sent, result) = send_counted(worker.fd.raw(), batch);
     let cut = batched.partition_point(|&(_, end)| end <= sent);
-    for (job, _) in batched.drain(..cut) {
+    let mut start = 0;
+    for (job, end) in batched.drain(..cut) {
         worker.tasks += 1;
+        worker.sent(end - start);
+        start = end;
         inflight.push_back((job, None));
     }
     for (job, _) in batched.drain(..).rev() {
@@ -654,6 +660,17 @@ fn encode_small(task: &Task, m: &mut Vec<u8>) -> bool {
         }
         _ => false,
     }
+}
+
+/// The length of the frame `send_task` sends for `task`, header included.
+fn frame_len(task: &Task) -> usize {
+    HEADER
+        + match task {
+            Task::Call(..) => 16,
+            Task::Bytes(_, input) => 8 + input.len(),
+            Task::Calls(_, chunk) => 16 + 8 * chunk.values.len(),
+            Task::ByteChunk(_, inputs) => 16 + inputs.iter().map(|i| 8 + i.len()).sum::<usize>(),
+        }
 }
 
 /// Sends a task to a worker (parent side). Large byte inputs go out straight from their
@@ -932,22 +949,49 @@ enum Sent {
     /// Through the socket, or with its input in this arena slot.
     Yes(Option<Slot>),
     /// Not sent: the arena has no room until an answer frees a slot (or, being too
-    /// small, until nothing is in flight and it can be replaced).
+    /// small, until nothing is in flight and it can be replaced), or the socket may not
+    /// take the frame until answers are read (`ProcWorker::may_send`).
     NoRoom,
 }
 
 impl ProcWorker {
+    /// Whether a frame of `len` more socket bytes may go out now: when nothing is in
+    /// flight, or when all that the worker may not have read yet, this frame included,
+    /// stays within `budget`, half of what the socket's send buffer holds.
+    ///
+    /// Why: the worker reads a task's frame whole, runs it, and then writes its answer,
+    /// blocking while the proxy does not read. If the proxy were blocked writing the
+    /// next frame into a full socket at that moment, neither would ever go on (a map of
+    /// 1 MiB byte items in chunks of 4 hung so). With this rule the proxy's writes fit in
+    /// the socket while the worker may be answering, so they return and the proxy goes
+    /// back to reading answers; a larger frame goes out only to an idle worker, which is
+    /// reading it.
+    fn may_send(&self, len: usize) -> bool {
+        self.frames.is_empty() || self.unread + len <= self.budget
+    }
+
+    /// Records a task's frame of `len` socket bytes as sent.
+    fn sent(&mut self, len: usize) {
+        self.frames.push_back(len);
+        self.unread += len;
+    }
+
+    /// Records the oldest task's answer as read: its frame was read long before.
+    fn answered(&mut self) {
+        if let Some(len) = self.frames.pop_front() {
+            self.unread -= len;
+        }
+    }
+
     /// Sends a task; `idle` says that nothing is in flight. A large byte input goes into
     /// the arena (made, or replaced by a larger one, while idle); if no arena can be had,
-    /// through the socket.
+    /// through the socket. `NoRoom` also when its frame may not go out yet (`may_send`).
     fn send(&mut self, task: &Task, idle: bool) -> io::Result<Sent> {
         let Task::Bytes(f, input) = task else {
-            send_task(self.fd.raw(), task)?;
-            return Ok(Sent::Yes(None));
+            return self.send_inline(task);
         };
         if input.len() < SHM_MIN {
-            send_task(self.fd.raw(), task)?;
-            return Ok(Sent::Yes(None));
+            return self.send_inline(task);
         }
         let need = input.len().next_multiple_of(SLOT_ALIGN);
         if self.arena.as_ref().is_none_or(|a| need > a.map.len) {
@@ -966,10 +1010,13 @@ impl ProcWorker {
                 }
             }
         }
-        let Some(arena) = self.arena.as_mut() else {
-            send_task(self.fd.raw(), task)?;
-            return Ok(Sent::Yes(None));
-        };
+        if self.arena.is_none() {
+            return self.send_inline(task);
+        }
+        if !self.may_send(HEADER + 32) {
+            return Ok(Sent::NoRoom);
+        }
+        let arena = self.arena.as_mut().expect("checked above");
         let Some(slot) = arena.alloc(input.len()) else {
             // Idle means an empty ring, where anything up to the arena's size fits.
             debug_assert!(!idle);
@@ -992,7 +1039,19 @@ impl ProcWorker {
         }
         // On an error the worker is buried, and its arena with it.
         send_all(self.fd.raw(), &[&m])?;
+        self.sent(m.len());
         Ok(Sent::Yes(Some(slot)))
+    }
+
+    /// Sends a task's frame through the socket, if it `may_send` now.
+    fn send_inline(&mut self, task: &Task) -> io::Result<Sent> {
+        let len = frame_len(task);
+        if !self.may_send(len) {
+            return Ok(Sent::NoRoom);
+        }
+        send_task(self.fd.raw(), task)?;
+        self.sent(len);
+        Ok(Sent::Yes(None))
     }
 }
 
@@ -1489,6 +1548,12 @@ pub(crate) struct ProcWorker {
     rb: RecvBuf,
     /// Its arena for large byte payloads, once one was needed.
     arena: Option<Arena>,
+    /// The socket bytes of each task in flight, in send order, and their sum: what the
+    /// worker may not have read yet (see `may_send`).
+    frames: VecDeque<usize>,
+    unread: usize,
+    /// How many such bytes may be in flight (see `may_send`).
+    budget: usize,
 }
 
 /// Why a new worker did not become ready.
@@ -1644,12 +1709,16 @@ impl ProcShared {
         msg.name = name16(name);
         let pid = self.request(&msg, Some(theirs.raw()))?;
         drop(theirs);
+        let budget = send_budget(mine.raw());
         Ok(ProcWorker {
             fd: mine,
             pid: pid as libc::pid_t,
             tasks: 0,
             rb: RecvBuf::new(),
             arena: None,
+            frames: VecDeque::new(),
+            unread: 0,
+            budget,
         })
     }
 
@@ -1791,7 +1860,16 @@ impl ProcShared {
                     unsent.push_front((job, task));
                     break;
                 }
+                let before = batch.len();
                 if encode_small(&task, &mut batch) {
+                    // The batch's frames count as in flight (`may_send`); an idle worker
+                    // takes a first frame of any size.
+                    let alone = batched.is_empty() && worker.frames.is_empty();
+                    if !alone && worker.unread + batch.len() > worker.budget {
+                        batch.truncate(before);
+                        unsent.push_front((job, task));
+                        break;
+                    }
                     batched.push(((job, task), batch.len()));
                     continue;
                 }
@@ -1807,7 +1885,8 @@ impl ProcShared {
                         inflight.push_back(((job, task), slot));
                     }
                     Ok(Sent::NoRoom) => {
-                        // Its arena is full: read answers (step 4), which free slots.
+                        // Its arena or its socket is full: read answers (step 4), which
+                        // free slots and room.
                         unsent.push_front((job, task));
                         break;
                     }
@@ -1880,6 +1959,7 @@ impl ProcShared {
         let in_arena = slot.and_then(|s| worker.arena.as_ref().map(|a| (&a.map, s)));
         match recv_outcome(worker.fd.raw(), &mut worker.rb, in_arena, reuse) {
             Ok(outcome) => {
+                worker.answered();
                 let ((job, task), slot) =
                     inflight.pop_front().expect("an answer to a task in flight");
                 drop(task);
@@ -2039,6 +2119,31 @@ fn grow_buffers(fd: c_int) {
             );
         }
     }
+}
+
+/// How many socket bytes of task frames a proxy keeps in flight in a worker whose socket
+/// is `fd` (see `ProcWorker::may_send`): half its send buffer, less 64 KiB for the
+/// kernel's bookkeeping of each message (the send buffer counts that too), or 0 (one
+/// task at a time) for a buffer smaller than 128 KiB. With the 4 MiB buffers asked for
+/// by `grow_buffers` (Linux reports twice that), 4 MiB less 64 KiB; with Linux's default
+/// (`net.core.wmem_default`, 208 KiB), 40 KiB.
+fn send_budget(fd: c_int) -> usize {
+    let mut size: c_int = 0;
+    let mut len = mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: reading an int option of our own socket into `size`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&mut size as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || size <= 0 {
+        return 0;
+    }
+    (size as usize / 2).saturating_sub(64 << 10)
 }
 
 /// Most tasks a proxy keeps in flight in its worker process.
