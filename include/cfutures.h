@@ -401,7 +401,9 @@ cf_status cf_thread_pool_new(const struct cf_executor_options *opts, struct cf_e
  * queued tasks ahead, so that small tasks do not wait for a round trip each: like the
  * tasks in CPython's call queue, those count as running (`cf_future_running` is true)
  * and can no longer be cancelled, also not by `cf_executor_shutdown` with
- * `cancel_futures`.
+ * `cancel_futures`. Their messages go to the worker only while the ones it may not have
+ * read yet fit in half its socket's buffer; a larger message waits until the worker is
+ * idle, so that neither side ever blocks writing to the other.
  *
  * If a worker dies while running a task (a signal, `exit`), only that task's future
  * finishes, with `CF_BROKEN` and a message naming the signal or exit status; the pool
@@ -411,7 +413,8 @@ cf_status cf_thread_pool_new(const struct cf_executor_options *opts, struct cf_e
  * drives the worker (or as for thread pools). Worker channels are private socket pairs;
  * byte inputs of 64 KiB or more (and their results, when no larger) travel instead
  * through a shared-memory arena private to the worker (an anonymous memfd, which the
- * worker maps and does not keep open).
+ * worker maps and does not keep open), except in a byte-map chunk of more than one
+ * item (see `cf_map_bytes_new`).
  *
  * On success `*out` is a new executor, freed with `cf_executor_free`. Returns
  * `CF_INVALID_ARGUMENT` for NULL `out` or `max_workers > CF_MAX_WORKERS`,
@@ -700,6 +703,12 @@ cf_status cf_map_new(struct cf_executor *ex,
  * As `cf_map_new`; each input is copied before the call returns (`inputs[i].data` may
  * be NULL when its `len` is 0). Read the results with `cf_map_next_bytes`. Returns
  * `CF_INVALID_ARGUMENT` also for an input with NULL data and a length.
+ *
+ * On a process pool, a chunk of more than one item travels through its worker's socket
+ * (its items in one message, its results in one answer), not through the shared-memory
+ * arena that single byte tasks of 64 KiB or more use: for large items, `chunksize` 0 or
+ * 1 is faster (64 items of 1 MiB on this project's 2-CPU machine: about 1.1 GB/s each
+ * way with `chunksize` 1, 0.45 GB/s with 4).
  */
 cf_status cf_map_bytes_new(struct cf_executor *ex,
                            cf_bytes_fn fn,

@@ -140,7 +140,9 @@ pub unsafe extern "C" fn cf_thread_pool_new(
 /// queued tasks ahead, so that small tasks do not wait for a round trip each: like the
 /// tasks in CPython's call queue, those count as running (`cf_future_running` is true)
 /// and can no longer be cancelled, also not by `cf_executor_shutdown` with
-/// `cancel_futures`.
+/// `cancel_futures`. Their messages go to the worker only while the ones it may not have
+/// read yet fit in half its socket's buffer; a larger message waits until the worker is
+/// idle, so that neither side ever blocks writing to the other.
 ///
 /// If a worker dies while running a task (a signal, `exit`), only that task's future
 /// finishes, with `CF_BROKEN` and a message naming the signal or exit status; the pool
@@ -150,7 +152,8 @@ pub unsafe extern "C" fn cf_thread_pool_new(
 /// drives the worker (or as for thread pools). Worker channels are private socket pairs;
 /// byte inputs of 64 KiB or more (and their results, when no larger) travel instead
 /// through a shared-memory arena private to the worker (an anonymous memfd, which the
-/// worker maps and does not keep open).
+/// worker maps and does not keep open), except in a byte-map chunk of more than one
+/// item (see `cf_map_bytes_new`).
 ///
 /// On success `*out` is a new executor, freed with `cf_executor_free`. Returns
 /// `CF_INVALID_ARGUMENT` for NULL `out` or `max_workers > CF_MAX_WORKERS`,

@@ -113,6 +113,12 @@ pub unsafe extern "C" fn cf_map_new(
 /// As `cf_map_new`; each input is copied before the call returns (`inputs[i].data` may
 /// be NULL when its `len` is 0). Read the results with `cf_map_next_bytes`. Returns
 /// `CF_INVALID_ARGUMENT` also for an input with NULL data and a length.
+///
+/// On a process pool, a chunk of more than one item travels through its worker's socket
+/// (its items in one message, its results in one answer), not through the shared-memory
+/// arena that single byte tasks of 64 KiB or more use: for large items, `chunksize` 0 or
+/// 1 is faster (64 items of 1 MiB on this project's 2-CPU machine: about 1.1 GB/s each
+/// way with `chunksize` 1, 0.45 GB/s with 4).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cf_map_bytes_new(
     ex: *mut cf_executor,
