@@ -957,7 +957,8 @@ enum Sent {
 impl ProcWorker {
     /// Whether a frame of `len` more socket bytes may go out now: when nothing is in
     /// flight, or when all that the worker may not have read yet, this frame included,
-    /// stays within `budget`, half of what the socket's send buffer holds.
+    /// stays within `budget` (about half of what the socket's send buffer holds, see
+    /// `send_budget`).
     ///
     /// Why: the worker reads a task's frame whole, runs it, and then writes its answer,
     /// blocking while the proxy does not read. If the proxy were blocked writing the
