@@ -926,7 +926,7 @@ mod tests {
         };
         let bytes = || {
             let input = MallocBuf::copy_of(b"abc").unwrap();
-            Core::with_task(Task::ByteChunk(bytes_len, vec![input].into())).unwrap()
+            Core::with_task(Task::ByteChunk(no_bytes, vec![input].into())).unwrap()
         };
         for make in [calls as fn() -> CoreRef, bytes] {
             let broken = make();
@@ -941,11 +941,7 @@ mod tests {
         assert!(matches!(bytes().start(), Some(Task::ByteChunk(_, i)) if i.len() == 1));
     }
 
-    unsafe extern "C-unwind" fn bytes_len(
-        _: *const c_void,
-        _: usize,
-        _: *mut usize,
-    ) -> *mut c_void {
+    unsafe extern "C-unwind" fn no_bytes(_: *const c_void, _: usize, _: *mut usize) -> *mut c_void {
         std::ptr::null_mut()
     }
 

@@ -521,15 +521,7 @@ fn fits_in(n: usize, input: &MallocBuf) -> bool {
 fn result_buf(n: usize, reuse: Option<&mut MallocBuf>) -> io::Result<MallocBuf> {
     let mut buf = match reuse {
         Some(input) if fits_in(n, input) => mem::take(input),
-        _ => {
-            // SAFETY: plain allocation; checked for NULL.
-            let p = unsafe { libc::malloc(n) };
-            if p.is_null() {
-                return Err(io::ErrorKind::OutOfMemory.into());
-            }
-            super::task::populate_for_write(p.cast(), n);
-            MallocBuf { ptr: p, len: n }
-        }
+        _ => MallocBuf::for_write(n).ok_or(io::ErrorKind::OutOfMemory)?,
     };
     buf.len = n;
     Ok(buf)
@@ -2178,6 +2170,59 @@ fn stderr_ptr() -> *mut libc::FILE {
 mod tests {
     use super::*;
     use crate::status::CF_TASK_FAILED;
+
+    unsafe extern "C-unwind" fn ident(arg: *mut c_void) -> *mut c_void {
+        arg
+    }
+
+    unsafe extern "C-unwind" fn no_bytes(_: *const c_void, _: usize, _: *mut usize) -> *mut c_void {
+        std::ptr::null_mut()
+    }
+
+    #[test]
+    fn frame_len_is_what_send_task_writes() {
+        // `may_send` counts frames by `frame_len`; it must match the bytes that go out.
+        let (a, b) = socket_pair(libc::SOCK_STREAM).unwrap();
+        let bytes = |n: usize| MallocBuf::copy_of(&vec![7u8; n]).unwrap();
+        let values = |n: usize| {
+            Box::new(Values {
+                values: vec![std::ptr::null_mut(); n].into(),
+                failure: None,
+            })
+        };
+        let tasks = [
+            Task::Call(ident, 5 as *mut c_void),
+            Task::Bytes(no_bytes, MallocBuf::empty()),
+            Task::Bytes(no_bytes, bytes(100)),
+            Task::Bytes(no_bytes, bytes(SHM_MIN + 3)),
+            Task::Calls(ident, values(3)),
+            Task::ByteChunk(
+                no_bytes,
+                vec![bytes(3), MallocBuf::empty(), bytes(5)].into(),
+            ),
+        ];
+        let mut buf = vec![0u8; 2 * SHM_MIN];
+        for task in &tasks {
+            send_task(a.raw(), task).unwrap();
+            let mut got = 0;
+            loop {
+                // SAFETY: reading into our buffer, without blocking.
+                let n = unsafe {
+                    libc::recv(
+                        b.raw(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n <= 0 {
+                    break;
+                }
+                got += n as usize;
+            }
+            assert_eq!(got, frame_len(task));
+        }
+    }
 
     #[test]
     fn outcomes_round_trip_and_garbage_is_malformed() {

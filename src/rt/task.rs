@@ -54,24 +54,29 @@ impl MallocBuf {
         }
     }
 
+    /// A new `malloc` buffer of `len` (> 0) bytes, not yet written, its pages populated
+    /// first when large (`populate_for_write`): the caller writes all of it next. `None`
+    /// when memory runs out.
+    pub(crate) fn for_write(len: usize) -> Option<MallocBuf> {
+        // SAFETY: plain allocation; checked for NULL.
+        let p = unsafe { libc::malloc(len) };
+        if p.is_null() {
+            return None;
+        }
+        populate_for_write(p.cast(), len);
+        Some(MallocBuf { ptr: p, len })
+    }
+
     /// A new `malloc` buffer holding a copy of `bytes` (none for no bytes); `None` when
-    /// memory runs out. Large copies populate their pages first (`populate_for_write`).
+    /// memory runs out.
     pub(crate) fn copy_of(bytes: &[u8]) -> Option<MallocBuf> {
         if bytes.is_empty() {
             return Some(MallocBuf::empty());
         }
-        // SAFETY: plain allocation; checked for NULL.
-        let p = unsafe { libc::malloc(bytes.len()) };
-        if p.is_null() {
-            return None;
-        }
-        populate_for_write(p.cast(), bytes.len());
+        let buf = MallocBuf::for_write(bytes.len())?;
         // SAFETY: a fresh buffer of `bytes.len()` bytes, disjoint from `bytes`.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast(), bytes.len()) };
-        Some(MallocBuf {
-            ptr: p,
-            len: bytes.len(),
-        })
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.ptr.cast(), bytes.len()) };
+        Some(buf)
     }
 }
 
