@@ -70,7 +70,8 @@ fn start(
 /// The time limit `timeout` counts from this call. On `CF_OK`, `*out` is a new map, freed
 /// with `cf_map_free`.
 ///
-/// Memory: a copy of 2 MiB or more (262,144 items on 64-bit) gets a mapping of its own.
+/// Memory: a copy of 2 MiB or more (262,144 items on 64-bit) gets a mapping of its own,
+/// rounded up to whole 2 MiB huge pages and advised to use them (`MADV_HUGEPAGE`).
 /// When the map is done with it, the library keeps that mapping, if it is no larger than
 /// 16 MiB, for the next map that fits in it, whose copy then costs no page fault; it stays
 /// with the process until then (as memory given back to `malloc` does), and a larger
