@@ -23,7 +23,7 @@ TITLES = {
     "py-threads": "CPython threads",
     "py-processes": "CPython processes",
 }
-WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-c10", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4"]
+WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-c10", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4"]
 DESCR = {
     "W1": "burst: submit N no-ops, keep futures, collect",
     "W2": "ping-pong: submit one, wait, N times",
@@ -40,6 +40,7 @@ DESCR = {
     "P1-map100": "process pool: map_bytes N x 100 B, chunksize 100",
     "P1-1MiB": "process pool: N x 1 MiB in and out (MiB/s each way)",
     "P1-1MiB-w4": "P1-1MiB for cfutures with at most 4 tasks in flight",
+    "P1-1MiB-map4": "process pool: map_bytes N x 1 MiB, chunksize 4 (MiB/s each way)",
 }
 PROBES = [
     ("fresh_private", "copy into fresh private pages (mmap + MADV_POPULATE_WRITE + memcpy)"),

@@ -9,7 +9,8 @@
  * one worker (every chunk in the same channel) and checks every result, under a
  * watchdog that turns a hang into a failure.
  *
- * Covers: cf_map_bytes_new with 1 MiB inputs in chunks of 4 (4 MiB each way per chunk);
+ * Covers: cf_map_bytes_new with 60,000-byte inputs in chunks of 70 (4.2 MB each way per
+ * chunk);
  * cf_map_new with 3 chunks of 400,000 pointer items (3.2 MB each way per chunk); byte
  * tasks submitted all at once whose inputs travel inline (below the arena's threshold)
  * and whose results are 16 times larger; then the pool still answers a small task.
@@ -23,24 +24,25 @@
 #include "test_util.h"
 #include "test_util_proc.h"
 
-/* 1 MiB inputs in chunks of 4: each chunk's message and answer carry 4 MiB. */
+/* Inputs just below the arena's threshold (64 KiB) in chunks of 70: each chunk's
+ * message and answer carry 4.2 MB. (Inputs of 64 KiB or more would each be a task of
+ * their own, through the arena.) */
 static void test_byte_chunks(cf_executor *ex) {
-    px_phase("byte map, 1 MiB items in chunks of 4");
-    enum { N = 64, CHUNK = 4 };
-    size_t size = (size_t)1 << 20;
-    unsigned char *in = malloc(N * size);
+    px_phase("byte map, 60,000-byte items in chunks of 70");
+    enum { N = 280, CHUNK = 70, SIZE = 60000 };
+    unsigned char *in = malloc((size_t)N * SIZE);
     cf_bytes inputs[N];
     CHECK(in != NULL);
     for (int i = 0; i < N; i++) {
-        px_fill(in + i * size, size, (unsigned)i);
-        inputs[i] = (cf_bytes){in + i * size, size};
+        px_fill(in + (size_t)i * SIZE, SIZE, (unsigned)i);
+        inputs[i] = (cf_bytes){in + (size_t)i * SIZE, SIZE};
     }
     cf_map *m;
     CHECK_OK(cf_map_bytes_new(ex, px_rev_xor, inputs, N, CHUNK, PX_LONG, &m));
     for (int i = 0; i < N; i++) {
         cf_bytes b;
         CHECK_OK(cf_map_next_bytes(m, &b, NULL, NULL));
-        CHECK(b.len == size);
+        CHECK(b.len == SIZE);
         px_check_rev_xor(b.data, b.len, (unsigned)i);
     }
     cf_bytes b;

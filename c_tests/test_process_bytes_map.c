@@ -10,8 +10,9 @@
  * 0, 1, 7, 100 and 10,000, results in input order, then CF_END; a chunk runs on one
  * worker; a failing item stops the map at its position; a map timeout; an empty map.
  * cf_map_bytes_new over 10,000 inputs of varied sizes with chunksize 1 and 100, results
- * in order and still valid until cf_map_free; a 1 MiB input among small ones; a failing
- * item.
+ * in order and still valid until cf_map_free; a 1 MiB input among small ones; inputs on
+ * both sides of 64 KiB (which go alone, making chunks uneven) with chunksizes 2, 4 and
+ * 40, and a failing item right after a large one; a failing item.
  *
  * Ports from CPython Lib/test/test_concurrent_futures:
  *   executor.py: ExecutorTest.test_map, test_map_exception, test_map_timeout;
@@ -377,6 +378,54 @@ static void test_map_bytes(cf_executor *ex) {
         }
     }
     cf_map_free(m);
+
+    /* Items of 64 KiB or more are tasks of their own on a process pool (they travel
+     * through shared memory), so chunks come out uneven: results stay in input order,
+     * each checked byte by byte, for every chunksize. */
+    px_phase("map_bytes: items on both sides of 64 KiB, chunksizes 2, 4 and 40");
+    enum { NMIX = 40 };
+    static const size_t mix_sizes[] = {0, 65535, 65536, 7, 200000, 1u << 20, 12, 65537};
+    unsigned char *mixbuf = malloc(NMIX * (size_t)(1u << 20));
+    CHECK(mixbuf != NULL);
+    cf_bytes mix[NMIX];
+    for (int i = 0; i < NMIX; i++) {
+        size_t len = mix_sizes[(i * 3 + i / 8) % 8];
+        unsigned char *p = mixbuf + (size_t)i * (1u << 20);
+        px_fill(p, len, (unsigned)(1000 + i));
+        mix[i] = (cf_bytes){len ? p : NULL, len};
+    }
+    static const size_t mix_chunks[] = {2, 4, 40};
+    for (size_t c = 0; c < 3; c++) {
+        CHECK_OK(cf_map_bytes_new(ex, px_rev_xor, mix, NMIX, mix_chunks[c], PX_LONG, &m));
+        for (int i = 0; i < NMIX; i++) {
+            cf_bytes b;
+            CHECK_OK(cf_map_next_bytes(m, &b, NULL, NULL));
+            PX_CHECK_EQ(b.len, mix[i].len);
+            px_check_rev_xor(b.data, b.len, (unsigned)(1000 + i));
+        }
+        cf_bytes end;
+        CHECK_STATUS(cf_map_next_bytes(m, &end, NULL, NULL), CF_END);
+        cf_map_free(m);
+    }
+
+    px_phase("map_bytes: a failing item right after a large one, chunksize 3");
+    mix[6] = (cf_bytes){"FAIL", 4};
+    CHECK_OK(cf_map_bytes_new(ex, b_map_fail, mix, NMIX, 3, PX_LONG, &m));
+    for (int i = 0; i < 6; i++) {
+        cf_bytes b;
+        CHECK_OK(cf_map_next_bytes(m, &b, NULL, NULL));
+        PX_CHECK_EQ(b.len, mix[i].len);
+        px_check_rev_xor(b.data, b.len, (unsigned)(1000 + i));
+    }
+    {
+        cf_bytes b;
+        int code = 0;
+        CHECK_STATUS(cf_map_next_bytes(m, &b, &code, NULL), CF_TASK_FAILED);
+        PX_CHECK_EQ(code, EILSEQ);
+        CHECK_STATUS(cf_map_next_bytes(m, &b, NULL, NULL), CF_END);
+    }
+    cf_map_free(m);
+    free(mixbuf);
 
     px_phase("map_bytes: a failing item");
     in2[4].data = "FAIL";

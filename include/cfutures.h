@@ -705,11 +705,15 @@ cf_status cf_map_new(struct cf_executor *ex,
  * be NULL when its `len` is 0). Read the results with `cf_map_next_bytes`. Returns
  * `CF_INVALID_ARGUMENT` also for an input with NULL data and a length.
  *
- * On a process pool, a chunk of more than one item travels through its worker's socket
- * (its items in one message, its results in one answer), not through the shared-memory
- * arena that single byte tasks of 64 KiB or more use: for large items, `chunksize` 0 or
- * 1 is faster (64 items of 1 MiB on this project's 2-CPU machine: about 1.1 GB/s each
- * way with `chunksize` 1, 0.45 GB/s with 4).
+ * On a process pool, an input of 64 KiB or more is a task of its own whatever
+ * `chunksize` says (the chunk it would have joined ends before it, and the next one
+ * starts after it): it travels through the worker's shared-memory arena, as a
+ * `cf_submit_bytes` input of that size does, where a chunk travels through the worker's
+ * socket (its items in one message, its results in one answer). Chunking buys nothing
+ * for such items, and the arena is faster: 64 items of 1 MiB with `chunksize` 4 went
+ * from about 0.5 to 1.1 GB/s each way on this project's 2-CPU machine. Results are
+ * the same either way; only which items a failure leaves unstarted may differ. A chunk
+ * of smaller inputs still answers through the socket, whatever its results' sizes.
  */
 cf_status cf_map_bytes_new(struct cf_executor *ex,
                            cf_bytes_fn fn,

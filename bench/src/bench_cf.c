@@ -397,6 +397,9 @@ static void p1(const char *which, long n) {
     } else if (!strcmp(which, "P1-1MiB")) {
         double t = p1_submit(ex, n, 1 << 20);
         bench_result((double)n / t, "MiB/s", n); /* n MiB each way in t seconds */
+    } else if (!strcmp(which, "P1-1MiB-map4")) {
+        double t = p1_map(ex, n, 1 << 20, 4);
+        bench_result((double)n / t, "MiB/s", n);
     } else if (!strcmp(which, "P1-1MiB-w4")) {
         double t = p1_window(ex, n, 1 << 20, 4);
         bench_result((double)n / t, "MiB/s", n);

@@ -220,9 +220,13 @@ def ppool():
     return ex
 
 
+def p1_inputs(n, size):
+    return [make_input(size, i) if size < 4096 else bytes((i + k) & 0xFF for k in range(256)) * (size // 256)
+            for i in range(n)]
+
+
 def p1_submit(n, size):
-    inputs = [make_input(size, i) if size < 4096 else bytes((i + k) & 0xFF for k in range(256)) * (size // 256)
-              for i in range(n)]
+    inputs = p1_inputs(n, size)
     with ppool() as ex:
         t0 = time.perf_counter()
         fs = [ex.submit(inc, b) for b in inputs]
@@ -234,7 +238,7 @@ def p1_submit(n, size):
 
 
 def p1_map(n, size, chunk):
-    inputs = [make_input(size, i) for i in range(n)]
+    inputs = p1_inputs(n, size)
     with ppool() as ex:
         t0 = time.perf_counter()
         outs = list(ex.map(inc, inputs, chunksize=chunk))
@@ -262,6 +266,8 @@ def main():
             result(n / p1_map(n, 100, 100), "tasks/s", n)
         elif w == "P1-1MiB":
             result(n / p1_submit(n, 1 << 20), "MiB/s", n)
+        elif w == "P1-1MiB-map4":
+            result(n / p1_map(n, 1 << 20, 4), "MiB/s", n)
         else:
             fail("unknown workload")
         return

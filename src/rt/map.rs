@@ -43,6 +43,9 @@ const MAP_BATCH: usize = 8;
 pub(crate) struct MapIter {
     chunks: Vec<Option<CoreRef>>,
     chunksize: usize,
+    /// Where each chunk's items end, when chunks differ in size (see `task::tasks_of`);
+    /// empty when every chunk but the last holds `chunksize` items.
+    ends: Vec<usize>,
     n: usize,
     /// Index of the next item, and its chunk and offset there.
     next: usize,
@@ -71,9 +74,14 @@ impl MapIter {
             Items::Calls(_, v) => (v.len(), false),
             Items::Bytes(_, v) => (v.len(), true),
         };
-        chunks
-            .try_reserve_exact(n.div_ceil(chunksize))
-            .map_err(|_| SubmitError::NoMemory)?;
+        // A byte item this large is a task of its own on a process pool: it then travels
+        // through the worker's shared memory, a chunk through its socket.
+        let alone_from = if pool.is_process() {
+            super::process::SHM_MIN
+        } else {
+            usize::MAX
+        };
+        let mut ends = Vec::new();
         // Chunks go to the pool MAP_BATCH at a time, under one lock and with one wake-up
         // decision: a worker that would otherwise finish each chunk before the next one
         // is copied would fall asleep and be woken once per chunk.
@@ -112,6 +120,9 @@ impl MapIter {
         };
         match items {
             Items::Calls(f, args) if chunksize > 1 && n > 0 => {
+                chunks
+                    .try_reserve_exact(n.div_ceil(chunksize))
+                    .map_err(|_| SubmitError::NoMemory)?;
                 // One copy of the inputs, made and submitted chunk by chunk: the workers
                 // start on the first chunks while the later ones are still being copied.
                 let mut filler = ArgFiller::try_new(n).ok_or(SubmitError::NoMemory)?;
@@ -125,7 +136,12 @@ impl MapIter {
                 }
             }
             items => {
-                let tasks = super::task::tasks_of(items, chunksize).ok_or(SubmitError::NoMemory)?;
+                let tasks;
+                (tasks, ends) = super::task::tasks_of(items, chunksize, alone_from)
+                    .ok_or(SubmitError::NoMemory)?;
+                chunks
+                    .try_reserve_exact(tasks.len())
+                    .map_err(|_| SubmitError::NoMemory)?;
                 for task in tasks {
                     add(&mut chunks, &mut batch, Some(task))?;
                 }
@@ -137,6 +153,7 @@ impl MapIter {
         Ok(MapIter {
             chunks,
             chunksize,
+            ends,
             n,
             next: 0,
             chunk: 0,
@@ -148,6 +165,14 @@ impl MapIter {
             keep_results,
             deadline,
         })
+    }
+
+    /// How many items chunk `ci` holds.
+    fn chunk_len(&self, ci: usize) -> usize {
+        if self.ends.is_empty() {
+            return self.chunksize.min(self.n - ci * self.chunksize);
+        }
+        self.ends[ci] - ci.checked_sub(1).map_or(0, |before| self.ends[before])
     }
 
     /// Whether this map's results are byte buffers.
@@ -205,7 +230,7 @@ impl MapIter {
             let Some(core) = self.chunks[ci].as_deref() else {
                 break;
             };
-            let in_chunk = self.chunksize.min(self.n - ci * self.chunksize);
+            let in_chunk = self.chunk_len(ci);
             match core.outcome() {
                 Some(OutcomeRef::Values(v))
                     if v.failure.is_none() && v.values.len() == in_chunk =>
@@ -255,7 +280,7 @@ impl MapIter {
         if !core.wait(self.deadline) {
             return Item::Stop(CF_TIMEOUT);
         }
-        let in_chunk = self.chunksize.min(self.n - ci * self.chunksize);
+        let in_chunk = self.chunk_len(ci);
         let item = match core.outcome() {
             None => Item::Failed(CF_CANCELLED, 0, std::ptr::null()),
             Some(OutcomeRef::Values(v)) => {

@@ -225,6 +225,11 @@ impl Pool {
         })
     }
 
+    /// Whether tasks run in worker processes (`cf_process_pool_new`).
+    pub(crate) fn is_process(&self) -> bool {
+        matches!(self.runner, Runner::Process(_))
+    }
+
     /// Live workers.
     pub(crate) fn worker_count(&self) -> usize {
         lock(&self.state).workers

@@ -774,8 +774,9 @@ fn recv_outcome(
 // Shared-memory arenas for large byte payloads
 
 /// Byte inputs of at least this many bytes travel through the worker's arena rather than
-/// through its socket.
-const SHM_MIN: usize = 64 << 10;
+/// through its socket; a byte map on a process pool sends each such item as a task of its
+/// own (`task::tasks_of`).
+pub(crate) const SHM_MIN: usize = 64 << 10;
 /// Smallest arena made, and the largest (a larger input travels through the socket).
 const ARENA_MIN: usize = 4 << 20;
 const ARENA_MAX: usize = 1 << 30;

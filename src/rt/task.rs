@@ -722,9 +722,19 @@ impl Task {
 
 /// The tasks of a map, except pointer items in chunks (which `MapIter::start` copies and
 /// submits chunk by chunk): one per item when `chunksize` is 0 or 1, else one per chunk
-/// of `chunksize` byte items. `None` when memory runs out (then nothing was submitted;
-/// the items are dropped).
-pub(crate) fn tasks_of(items: Items<'_>, chunksize: usize) -> Option<Vec<Task>> {
+/// of up to `chunksize` byte items, where a byte item of `alone_from` bytes or more is a
+/// task of its own and ends the chunk before it (on a process pool such an item then
+/// travels through shared memory, where a chunk travels through the socket).
+///
+/// Returns the tasks and, when a chunk was cut short that way, where each task's items
+/// end (the index after its last one); else that list is empty and every task but the
+/// last holds `chunksize` items. `None` when memory runs out (then nothing was
+/// submitted; the items are dropped).
+pub(crate) fn tasks_of(
+    items: Items<'_>,
+    chunksize: usize,
+    alone_from: usize,
+) -> Option<(Vec<Task>, Vec<usize>)> {
     let chunksize = chunksize.max(1);
     let n = match &items {
         Items::Calls(_, v) => v.len(),
@@ -732,6 +742,7 @@ pub(crate) fn tasks_of(items: Items<'_>, chunksize: usize) -> Option<Vec<Task>> 
     };
     let mut tasks = Vec::new();
     tasks.try_reserve_exact(n.div_ceil(chunksize)).ok()?;
+    let mut ends = Vec::new();
     match items {
         Items::Calls(f, args) => {
             debug_assert!(chunksize == 1, "pointer chunks are made by MapIter::start");
@@ -741,21 +752,95 @@ pub(crate) fn tasks_of(items: Items<'_>, chunksize: usize) -> Option<Vec<Task>> 
             tasks.extend(inputs.into_iter().map(|i| Task::Bytes(f, i)));
         }
         Items::Bytes(f, inputs) => {
-            let mut it = inputs.into_iter();
-            while it.len() > 0 {
-                let mut c = Vec::new();
-                c.try_reserve_exact(chunksize.min(it.len())).ok()?;
-                c.extend(it.by_ref().take(chunksize));
-                tasks.push(Task::ByteChunk(f, c.into_boxed_slice()));
+            let uneven = inputs.iter().any(|i| i.len() >= alone_from);
+            if uneven {
+                ends.try_reserve_exact(n).ok()?;
+            }
+            let mut it = inputs.into_iter().peekable();
+            let mut end = 0;
+            while let Some(first) = it.next() {
+                let task = if first.len() >= alone_from {
+                    Task::Bytes(f, first)
+                } else {
+                    let mut c = Vec::new();
+                    c.try_reserve_exact(chunksize.min(it.len() + 1)).ok()?;
+                    c.push(first);
+                    while c.len() < chunksize
+                        && let Some(next) = it.next_if(|i| i.len() < alone_from)
+                    {
+                        c.push(next);
+                    }
+                    Task::ByteChunk(f, c.into_boxed_slice())
+                };
+                end += match &task {
+                    Task::ByteChunk(_, c) => c.len(),
+                    _ => 1,
+                };
+                if tasks.len() == tasks.capacity() {
+                    tasks.try_reserve(1).ok()?;
+                }
+                tasks.push(task);
+                if uneven {
+                    ends.push(end);
+                }
             }
         }
     }
-    Some(tasks)
+    Some((tasks, ends))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    unsafe extern "C-unwind" fn no_bytes(_: *const c_void, _: usize, _: *mut usize) -> *mut c_void {
+        std::ptr::null_mut()
+    }
+
+    /// The item counts of `tasks_of`'s tasks for byte inputs of `sizes`.
+    fn byte_tasks(
+        sizes: &[usize],
+        chunksize: usize,
+        alone_from: usize,
+    ) -> (Vec<usize>, Vec<usize>) {
+        let inputs = sizes
+            .iter()
+            .map(|&n| MallocBuf::copy_of(&vec![7; n]).unwrap())
+            .collect();
+        let (tasks, ends) =
+            tasks_of(Items::Bytes(no_bytes, inputs), chunksize, alone_from).unwrap();
+        let lens = tasks
+            .iter()
+            .map(|t| match t {
+                Task::Bytes(..) => 1,
+                Task::ByteChunk(_, c) => c.len(),
+                _ => unreachable!("a pointer task from byte items"),
+            })
+            .collect();
+        (lens, ends)
+    }
+
+    /// A byte item of `alone_from` bytes or more is a task of its own and cuts its chunk
+    /// short; the ends then say where each task's items end. Without one, chunks are even
+    /// and the ends list is empty.
+    #[test]
+    fn large_byte_items_go_alone() {
+        let sizes = [1, 2, 50, 3, 4, 5, 60, 70, 6];
+        assert_eq!(
+            byte_tasks(&sizes, 2, 50),
+            (vec![2, 1, 2, 1, 1, 1, 1], vec![2, 3, 5, 6, 7, 8, 9])
+        );
+        assert_eq!(
+            byte_tasks(&sizes, 2, usize::MAX),
+            (vec![2, 2, 2, 2, 1], vec![])
+        );
+        assert_eq!(
+            byte_tasks(&sizes, 100, 50),
+            (vec![2, 1, 3, 1, 1, 1], vec![2, 3, 6, 7, 8, 9])
+        );
+        assert_eq!(byte_tasks(&[9, 9, 9], 2, 50), (vec![2, 1], vec![]));
+        assert_eq!(byte_tasks(&[90, 90], 2, 50), (vec![1, 1], vec![1, 2]));
+    }
 
     /// A map's copy lives in whole huge pages that start on a huge-page boundary, for a
     /// length that is not a multiple of one (a million items), whether the mapping is
