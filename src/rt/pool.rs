@@ -238,9 +238,12 @@ impl Pool {
     /// Queues a task; returns its future.
     pub(crate) fn submit(self: &Arc<Self>, task: Task) -> Result<CoreRef, SubmitError> {
         let core = Core::with_task(task).ok_or(SubmitError::NoMemory)?;
+        // The queue's reference is made before taking the lock, which submitters on other
+        // threads and the workers contend for: less time holding it.
+        let queued = core.clone();
         let mut st = lock(&self.state);
         Self::accept(&mut st, 1)?;
-        st.queue.push_back(core.clone());
+        st.queue.push_back(queued);
         self.sync_queued(&st.queue);
         match self.plan(&mut st) {
             Action::Nothing => {}
