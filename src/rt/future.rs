@@ -857,7 +857,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rt::task::Slots;
+    use crate::rt::task::{Slots, no_bytes};
     use std::sync::atomic::AtomicUsize;
 
     static CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -939,10 +939,6 @@ mod tests {
         }
         assert!(matches!(calls().start(), Some(Task::Calls(_, v)) if v.values.len() == 2));
         assert!(matches!(bytes().start(), Some(Task::ByteChunk(_, i)) if i.len() == 1));
-    }
-
-    unsafe extern "C-unwind" fn no_bytes(_: *const c_void, _: usize, _: *mut usize) -> *mut c_void {
-        std::ptr::null_mut()
     }
 
     #[test]

@@ -2170,14 +2170,11 @@ fn stderr_ptr() -> *mut libc::FILE {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rt::task::no_bytes;
     use crate::status::CF_TASK_FAILED;
 
     unsafe extern "C-unwind" fn ident(arg: *mut c_void) -> *mut c_void {
         arg
-    }
-
-    unsafe extern "C-unwind" fn no_bytes(_: *const c_void, _: usize, _: *mut usize) -> *mut c_void {
-        std::ptr::null_mut()
     }
 
     #[test]

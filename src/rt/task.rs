@@ -757,7 +757,6 @@ pub(crate) fn tasks_of(
                 ends.try_reserve_exact(n).ok()?;
             }
             let mut it = inputs.into_iter().peekable();
-            let mut end = 0;
             while let Some(first) = it.next() {
                 let task = if first.len() >= alone_from {
                     Task::Bytes(f, first)
@@ -772,16 +771,11 @@ pub(crate) fn tasks_of(
                     }
                     Task::ByteChunk(f, c.into_boxed_slice())
                 };
-                end += match &task {
-                    Task::ByteChunk(_, c) => c.len(),
-                    _ => 1,
-                };
-                if tasks.len() == tasks.capacity() {
-                    tasks.try_reserve(1).ok()?;
-                }
+                tasks.try_reserve(1).ok()?;
                 tasks.push(task);
                 if uneven {
-                    ends.push(end);
+                    // The index after this task's last item: those not yet taken follow.
+                    ends.push(n - it.len());
                 }
             }
         }
@@ -789,13 +783,19 @@ pub(crate) fn tasks_of(
     Some((tasks, ends))
 }
 
+/// A byte task for tests that only move tasks around: returns no bytes.
+#[cfg(test)]
+pub(crate) unsafe extern "C-unwind" fn no_bytes(
+    _: *const c_void,
+    _: usize,
+    _: *mut usize,
+) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    unsafe extern "C-unwind" fn no_bytes(_: *const c_void, _: usize, _: *mut usize) -> *mut c_void {
-        std::ptr::null_mut()
-    }
 
     /// The item counts of `tasks_of`'s tasks for byte inputs of `sizes`.
     fn byte_tasks(
