@@ -17,7 +17,15 @@
  *    crashes its worker (SIGSEGV) costing only its own future.
  *
  * Each section is one function `section_*` called from main(); each returns 0 on
- * success, so the demo doubles as a test (CTest runs `demo 20000`).
+ * success, so the demo doubles as a test (CTest runs it at its default size, several
+ * times, and once small).
+ *
+ * Data handed to a task is complete before the task is submitted and outlives it: every
+ * range is written before the loop that submits it, and every future is read before the
+ * array it points into goes out of scope.
+ *
+ * The demo never waits without a limit: each wait gives up after PATIENCE seconds
+ * (CF_DEMO_PATIENCE in the environment changes it) and says what it waited for.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -56,6 +64,36 @@
         }                                                                                  \
     } while (0)
 
+/* How long any one wait of the demo may last, in seconds (see patience()). */
+#define DEFAULT_PATIENCE 300.0
+
+/* The limit of every wait: CF_DEMO_PATIENCE seconds, or DEFAULT_PATIENCE. */
+static double patience(void) {
+    static double p = 0;
+    if (p == 0) {
+        const char *env = getenv("CF_DEMO_PATIENCE");
+        double v = env ? strtod(env, NULL) : 0;
+        p = v > 0 ? v : DEFAULT_PATIENCE;
+    }
+    return p;
+}
+
+/* Like TRY for a call that waits up to patience(): on CF_TIMEOUT it says what it waited
+ * for, so that a stuck demo fails with a message instead of hanging. */
+#define AWAIT(expr, what)                                                                  \
+    do {                                                                                   \
+        cf_status await_status_ = (expr);                                                  \
+        if (await_status_ == CF_TIMEOUT) {                                                 \
+            fprintf(stderr, "demo: gave up after %.0f s waiting for %s\n", patience(),     \
+                    what);                                                                 \
+            return 1;                                                                      \
+        }                                                                                  \
+        if (await_status_ != CF_OK) {                                                      \
+            fprintf(stderr, "demo: %s failed: %s\n", #expr, cf_status_name(await_status_)); \
+            return 1;                                                                      \
+        }                                                                                  \
+    } while (0)
+
 static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -79,19 +117,53 @@ static void gate_init(gate *g) {
     g->entered = 0;
 }
 
+/* The absolute CLOCK_REALTIME time patience() seconds from now (pthread_cond_timedwait). */
+static struct timespec patience_deadline(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double p = patience();
+    ts.tv_sec += (time_t)p;
+    ts.tv_nsec += (long)((p - (double)(time_t)p) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* Blocks until the gate opens, or gives up after patience() with a message (the task
+ * then returns, so that the pool can still shut down). */
 static void gate_wait(gate *g) {
+    struct timespec until = patience_deadline();
     pthread_mutex_lock(&g->mu);
     g->entered++;
     pthread_cond_broadcast(&g->cv);
-    while (!g->open) pthread_cond_wait(&g->cv, &g->mu);
+    int rc = 0;
+    while (!g->open && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&g->cv, &g->mu, &until);
+    if (!g->open) {
+        fprintf(stderr, "demo: a task gave up after %.0f s waiting for the gate to open\n",
+                patience());
+    }
     pthread_mutex_unlock(&g->mu);
 }
 
-/* Blocks until `n` threads have reached gate_wait. */
-static void gate_await_entered(gate *g, int n) {
+/* Blocks until `n` threads have reached gate_wait; 0, or -1 (with a message) when that
+ * took longer than patience(). */
+static int gate_await_entered(gate *g, int n) {
+    struct timespec until = patience_deadline();
     pthread_mutex_lock(&g->mu);
-    while (g->entered < n) pthread_cond_wait(&g->cv, &g->mu);
+    int rc = 0;
+    while (g->entered < n && rc != ETIMEDOUT) {
+        rc = pthread_cond_timedwait(&g->cv, &g->mu, &until);
+    }
+    int entered = g->entered;
     pthread_mutex_unlock(&g->mu);
+    if (entered < n) {
+        fprintf(stderr, "demo: gave up after %.0f s waiting for %d task(s) to start\n",
+                patience(), n);
+        return -1;
+    }
+    return 0;
 }
 
 static void gate_open(gate *g) {
@@ -163,7 +235,7 @@ static int section_parallel_primes(uint32_t limit) {
     uintptr_t parallel = 0;
     for (int i = 0; i < N_RANGES; i++) {
         void *result = NULL;
-        TRY(cf_future_result(futures[i], CF_FOREVER, &result));
+        AWAIT(cf_future_result(futures[i], patience(), &result), "a prime count of section 1");
         parallel += (uintptr_t)result;
         cf_future_release(futures[i]);
     }
@@ -230,7 +302,7 @@ static int section_done_callback(void) {
     gate_open(&g);
 
     void *result = NULL;
-    TRY(cf_future_result(f, CF_FOREVER, &result));
+    AWAIT(cf_future_result(f, patience(), &result), "the task of section 2");
     /* The callback runs after the future is done; shutting the pool down with wait
      * (cf_executor_free) returns once the worker, and so the callback, has finished. */
     cf_executor_free(pool);
@@ -277,27 +349,27 @@ static int section_failing_task(void) {
     TRY(cf_submit(pool, integer_sqrt, (void *)(intptr_t)-49, &bad));
 
     void *result = NULL;
-    cf_status s = cf_future_result(ok, CF_FOREVER, &result);
+    cf_status s = cf_future_result(ok, patience(), &result);
     printf("  sqrt(49):  %s, result %" PRIdPTR "\n", cf_status_name(s), (intptr_t)result);
     EXPECT(s == CF_OK && (intptr_t)result == 7);
 
     /* Python: future.result() raises the task's exception. Here the status says it
      * failed and the result is not written. */
     result = NULL;
-    s = cf_future_result(bad, CF_FOREVER, &result);
+    s = cf_future_result(bad, patience(), &result);
     printf("  sqrt(-49): %s\n", cf_status_name(s));
     EXPECT(s == CF_TASK_FAILED && result == NULL);
 
     /* Python: future.exception(). The message lives as long as the future. */
     int code = 0;
     const char *message = NULL;
-    s = cf_future_exception(bad, CF_FOREVER, &code, &message);
+    s = cf_future_exception(bad, patience(), &code, &message);
     printf("  cf_future_exception: %s, code %d (%s), message \"%s\"\n", cf_status_name(s),
            code, code == EDOM ? "EDOM" : "?", message ? message : "(none)");
     EXPECT(s == CF_TASK_FAILED && code == EDOM && message != NULL);
 
     /* After a success, the exception is "none": code 0 and no message. */
-    s = cf_future_exception(ok, CF_FOREVER, &code, &message);
+    s = cf_future_exception(ok, patience(), &code, &message);
     EXPECT(s == CF_OK && code == 0 && message == NULL);
 
     cf_future_release(ok);
@@ -332,7 +404,7 @@ static int section_promise(void) {
 
     /* The consumer waits exactly as for a future from cf_submit. */
     void *result = NULL;
-    TRY(cf_future_result(promise, CF_FOREVER, &result));
+    AWAIT(cf_future_result(promise, patience(), &result), "the promise of section 4");
     printf("  the producer's result: %" PRIuPTR " primes below 100000\n", (uintptr_t)result);
     EXPECT((uintptr_t)result == 9592);
 
@@ -372,7 +444,7 @@ static int section_cancel(void) {
     gate_init(&g);
     cf_future *busy = NULL, *queued = NULL;
     TRY(cf_submit(pool, wait_at_gate, &g, &busy));
-    gate_await_entered(&g, 1); /* the only worker is now inside the first task */
+    EXPECT(gate_await_entered(&g, 1) == 0); /* the only worker is now inside the first task */
     TRY(cf_submit(pool, second_task, NULL, &queued));
 
     EXPECT(cf_future_running(busy));
@@ -386,8 +458,8 @@ static int section_cancel(void) {
 
     gate_open(&g);
     void *result = NULL;
-    TRY(cf_future_result(busy, CF_FOREVER, &result));
-    cf_status s = cf_future_result(queued, CF_FOREVER, &result);
+    AWAIT(cf_future_result(busy, patience(), &result), "the task held at the gate");
+    cf_status s = cf_future_result(queued, patience(), &result);
     printf("  result of the cancelled future: %s\n", cf_status_name(s));
     EXPECT(s == CF_CANCELLED);
 
@@ -408,14 +480,19 @@ static int section_as_completed(uint32_t limit) {
     cf_executor *pool = NULL;
     TRY(cf_thread_pool_new(NULL, &pool));
     cf_future *futures[N];
+    /* Every range is written before any task is submitted: a worker may start a task
+     * the moment it is submitted, and must find its range complete. */
     for (int i = 0; i < N; i++) {
         /* Higher ranges hold bigger numbers: they take longer and tend to finish later. */
         ranges[i].lo = (uint32_t)((uint64_t)limit * i / N);
         ranges[i].hi = (uint32_t)((uint64_t)limit * (i + 1) / N);
+    }
+    /* Submitted highest first, so that completion order differs from submission order. */
+    for (int i = 0; i < N; i++) {
         TRY(cf_submit(pool, count_primes, &ranges[N - 1 - i], &futures[i]));
     }
     cf_as_completed *it = NULL;
-    TRY(cf_as_completed_new(futures, N, CF_FOREVER, &it));
+    TRY(cf_as_completed_new(futures, N, patience(), &it));
     cf_future *done = NULL;
     int yielded = 0;
     cf_status st;
@@ -429,6 +506,11 @@ static int section_as_completed(uint32_t limit) {
         yielded++;
     }
     cf_as_completed_free(it);
+    if (st == CF_TIMEOUT) {
+        fprintf(stderr, "demo: gave up after %.0f s waiting for the prime counts of section 6\n",
+                patience());
+        return 1; /* the futures and the pool are left to the exiting process */
+    }
     for (int i = 0; i < N; i++) cf_future_release(futures[i]);
     cf_executor_free(pool);
     EXPECT(st == CF_END && yielded == N);
@@ -442,7 +524,7 @@ static void *is_prime_task(void *arg) { return (void *)(uintptr_t)is_prime((uint
 static int map_count(cf_executor *pool, void **args, size_t n, size_t chunksize,
                      uintptr_t *count) {
     cf_map *m = NULL;
-    TRY(cf_map_new(pool, is_prime_task, args, n, chunksize, CF_FOREVER, &m));
+    TRY(cf_map_new(pool, is_prime_task, args, n, chunksize, patience(), &m));
     void *r = NULL;
     uintptr_t c = 0;
     size_t got = 0;
@@ -452,6 +534,11 @@ static int map_count(cf_executor *pool, void **args, size_t n, size_t chunksize,
         got++;
     }
     cf_map_free(m);
+    if (st == CF_TIMEOUT) {
+        fprintf(stderr, "demo: gave up after %.0f s waiting for the map of section 7\n",
+                patience());
+        return 1;
+    }
     EXPECT(st == CF_END && got == n);
     *count = c;
     return 0;
@@ -517,14 +604,14 @@ static int section_process_pool(uint32_t limit) {
     uintptr_t total = 0;
     for (int i = 0; i < P_RANGES; i++) {
         void *r = NULL;
-        TRY(cf_future_result(futures[i], CF_FOREVER, &r));
+        AWAIT(cf_future_result(futures[i], patience(), &r), "a prime count in a worker process");
         total += (uintptr_t)r;
         cf_future_release(futures[i]);
     }
     double t1 = now_seconds();
     int code = 0;
     const char *message = NULL;
-    cf_status st = cf_future_exception(crashed, CF_FOREVER, &code, &message);
+    cf_status st = cf_future_exception(crashed, patience(), &code, &message);
     printf("  %" PRIuPTR " primes in %.3f s on %zu worker processes\n", total, t1 - t0,
            cf_executor_worker_count(pool));
     printf("  the crashing task: %s: %s\n", cf_status_name(st), message ? message : "(none)");
@@ -532,7 +619,7 @@ static int section_process_pool(uint32_t limit) {
     cf_future *after = NULL;
     void *r = NULL;
     TRY(cf_submit(pool, count_primes_in_worker, (void *)0, &after));
-    TRY(cf_future_result(after, CF_FOREVER, &r));
+    AWAIT(cf_future_result(after, patience(), &r), "the task after the crash");
     printf("  and a task after the crash: %" PRIuPTR " primes in range 0\n", (uintptr_t)r);
     EXPECT(st == CF_BROKEN && message != NULL && strstr(message, "SIGSEGV") != NULL);
     cf_future_release(after);
@@ -556,6 +643,9 @@ int main(int argc, char **argv) {
         }
         limit = (uint32_t)v;
     }
+    /* Line-buffered even into a pipe or a file: whoever runs `demo | tee log` sees each
+     * section as it happens, not everything at the end. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     printf("cfutures %s (header %s)\n\n", cf_version(), CF_VERSION);
 
     int failed = 0;

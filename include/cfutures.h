@@ -116,7 +116,21 @@ typedef struct cf_as_completed cf_as_completed;
  * done callbacks.
  *
  * Methods: `cf_submit`, `cf_submit_bytes`, `cf_map_new`, `cf_map_bytes_new`,
- * `cf_executor_shutdown`, `cf_executor_worker_count`, `cf_executor_free`.
+ * `cf_executor_shutdown`, `cf_executor_worker_count`, `cf_executor_broken_reason`,
+ * `cf_executor_free`.
+ *
+ * **After `fork()`.** An executor belongs to the process that made it. In a child that
+ * the program forks after making it, the executor has no workers (threads are not
+ * copied by `fork`, and the worker processes are the parent's): every call that would
+ * start work on it (`cf_submit`, `cf_submit_bytes`, `cf_map_new`, `cf_map_bytes_new`)
+ * returns `CF_BROKEN` at once, and `cf_executor_broken_reason` says that the executor
+ * belongs to process N and that a new one must be made after `fork()`. There,
+ * `cf_executor_shutdown` returns `CF_OK` and does nothing, `cf_executor_worker_count`
+ * is 0, and `cf_executor_free` releases the child's handle without touching the
+ * parent's workers or processes (the child's copy of the executor's memory is left
+ * alone, since a thread of the parent may have been changing it at the fork). A new
+ * executor made in the child works as usual. (CPython's executors hang in such a
+ * child.)
  */
 typedef struct cf_executor cf_executor;
 
@@ -487,6 +501,20 @@ cf_status cf_executor_shutdown(struct cf_executor *ex, bool wait, bool cancel_fu
  * once the queue is empty.
  */
 void cf_executor_free(struct cf_executor *ex);
+
+/**
+ * Why `ex` refuses new work with `CF_BROKEN`, or NULL when it does not (and for NULL).
+ *
+ * - In a child forked after `ex` was made: "cfutures: this executor belongs to process
+ *   N, not to this one (a child forked after the executor was made); make a new
+ *   executor after fork()".
+ * - After an initializer failed: "cfutures: a worker initializer failed; the executor
+ *   is broken" (the failing task's own code and message are in the futures that
+ *   finished with `CF_BROKEN`).
+ *
+ * The text is owned by the executor and stays valid until `cf_executor_free`.
+ */
+const char *cf_executor_broken_reason(const struct cf_executor *ex);
 
 /**
  * How many workers are alive now (0 for NULL). Workers start lazily, so this is 0 for a

@@ -22,9 +22,26 @@ pub const CF_MAX_WORKERS: usize = 1024;
 /// done callbacks.
 ///
 /// Methods: `cf_submit`, `cf_submit_bytes`, `cf_map_new`, `cf_map_bytes_new`,
-/// `cf_executor_shutdown`, `cf_executor_worker_count`, `cf_executor_free`.
+/// `cf_executor_shutdown`, `cf_executor_worker_count`, `cf_executor_broken_reason`,
+/// `cf_executor_free`.
+///
+/// **After `fork()`.** An executor belongs to the process that made it. In a child that
+/// the program forks after making it, the executor has no workers (threads are not
+/// copied by `fork`, and the worker processes are the parent's): every call that would
+/// start work on it (`cf_submit`, `cf_submit_bytes`, `cf_map_new`, `cf_map_bytes_new`)
+/// returns `CF_BROKEN` at once, and `cf_executor_broken_reason` says that the executor
+/// belongs to process N and that a new one must be made after `fork()`. There,
+/// `cf_executor_shutdown` returns `CF_OK` and does nothing, `cf_executor_worker_count`
+/// is 0, and `cf_executor_free` releases the child's handle without touching the
+/// parent's workers or processes (the child's copy of the executor's memory is left
+/// alone, since a thread of the parent may have been changing it at the fork). A new
+/// executor made in the child works as usual. (CPython's executors hang in such a
+/// child.)
 pub struct cf_executor {
     pool: std::sync::Arc<Pool>,
+    /// The text `cf_executor_broken_reason` gives in a forked child, made there on first
+    /// use.
+    fork_reason: std::sync::OnceLock<std::ffi::CString>,
 }
 
 /// An initializer: called with `initarg` once in each new worker, before its first task.
@@ -112,7 +129,7 @@ pub unsafe extern "C" fn cf_thread_pool_new(
             }
             config.initializer = o.initializer.map(|f| (f, o.initarg));
         }
-        let ex = cf_executor { pool: Pool::new(config, Runner::Local) };
+        let ex = cf_executor::new(Pool::new(config, Runner::Local));
         put_executor(ex, out)
     }
 }
@@ -197,7 +214,16 @@ pub unsafe extern "C" fn cf_process_pool_new(
             Err(e) => return crate::rt::pool::SubmitError::Os(e).status(),
         };
         let pool = Pool::new(config, Runner::Process(shared));
-        put_executor(cf_executor { pool }, out)
+        put_executor(cf_executor::new(pool), out)
+    }
+}
+
+impl cf_executor {
+    fn new(pool: std::sync::Arc<Pool>) -> cf_executor {
+        cf_executor {
+            pool,
+            fork_reason: std::sync::OnceLock::new(),
+        }
     }
 }
 
@@ -356,8 +382,48 @@ pub unsafe extern "C" fn cf_executor_free(ex: *mut cf_executor) {
     ffi_boundary! {
         // SAFETY: `ex` is NULL or our live box, which the caller gives up.
         if let Some(ex) = unsafe { box_take(ex) } {
+            if ex.pool.is_foreign() {
+                // A child forked after the executor was made: its copy of the pool may be
+                // mid-change (a parent thread held its lock at the fork) and holds
+                // references of threads that do not exist here. Leave it as it is.
+                std::mem::forget(ex);
+                return;
+            }
             let _ = ex.pool.shutdown(true, false);
         }
+    }
+}
+
+/// Why `ex` refuses new work with `CF_BROKEN`, or NULL when it does not (and for NULL).
+///
+/// - In a child forked after `ex` was made: "cfutures: this executor belongs to process
+///   N, not to this one (a child forked after the executor was made); make a new
+///   executor after fork()".
+/// - After an initializer failed: "cfutures: a worker initializer failed; the executor
+///   is broken" (the failing task's own code and message are in the futures that
+///   finished with `CF_BROKEN`).
+///
+/// The text is owned by the executor and stays valid until `cf_executor_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_executor_broken_reason(ex: *const cf_executor) -> *const c_char {
+    ffi_boundary! {
+        // SAFETY: `ex` is NULL or a live executor.
+        let Some(ex) = (unsafe { executor_ref(ex) }) else { return std::ptr::null() };
+        if ex.pool.is_foreign() {
+            let text = ex.fork_reason.get_or_init(|| {
+                let text = format!(
+                    "cfutures: this executor belongs to process {}, not to this one (a child \
+                     forked after the executor was made); make a new executor after fork()",
+                    ex.pool.origin_pid()
+                );
+                std::ffi::CString::new(text).unwrap_or_default()
+            });
+            return text.as_ptr();
+        }
+        if ex.pool.is_broken() {
+            return c"cfutures: a worker initializer failed; the executor is broken".as_ptr();
+        }
+        std::ptr::null()
     }
 }
 

@@ -68,6 +68,9 @@ impl MapIter {
         chunksize: usize,
         deadline: Deadline,
     ) -> Result<MapIter, SubmitError> {
+        if pool.is_foreign() {
+            return Err(SubmitError::Forked);
+        }
         let chunksize = chunksize.max(1);
         let mut chunks = Vec::new();
         let (n, keep_results) = match &items {

@@ -4,6 +4,7 @@
 #[cfg(not(cfutures_loom))]
 pub(crate) mod blocks;
 pub(crate) mod context;
+pub(crate) mod fork;
 pub(crate) mod future;
 pub(crate) mod many;
 pub(crate) mod map;

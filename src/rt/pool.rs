@@ -23,6 +23,7 @@
 
 use super::{
     context::{UserError, call_task},
+    fork::Origin,
     future::{Core, CoreRef},
     sync::{
         Arc, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, Thread, lock, statics, thread,
@@ -101,6 +102,8 @@ pub(crate) enum SubmitError {
     Broken,
     NoMemory,
     Os(io::Error),
+    /// The caller is a process forked after the pool was made (`Pool::is_foreign`).
+    Forked,
 }
 
 impl SubmitError {
@@ -108,7 +111,7 @@ impl SubmitError {
     pub(crate) fn status(&self) -> cf_status {
         match self {
             SubmitError::Shutdown => CF_SHUTDOWN,
-            SubmitError::Broken => CF_BROKEN,
+            SubmitError::Broken | SubmitError::Forked => CF_BROKEN,
             SubmitError::NoMemory => crate::status::CF_NO_MEMORY,
             SubmitError::Os(e) => {
                 if let Some(code) = e.raw_os_error() {
@@ -166,6 +169,8 @@ pub(crate) struct Pool {
     prefix: String,
     initializer: Option<(InitFn, usize)>,
     runner: Runner,
+    /// The process the pool was made in: only there does it have workers.
+    origin: Origin,
 }
 
 enum Action {
@@ -222,6 +227,7 @@ impl Pool {
             prefix: config.name_prefix.unwrap_or_else(|| format!("cfpool{id}")),
             initializer: config.initializer.map(|(f, a)| (f, a as usize)),
             runner,
+            origin: Origin::here(),
         })
     }
 
@@ -230,13 +236,37 @@ impl Pool {
         matches!(self.runner, Runner::Process(_))
     }
 
-    /// Live workers.
+    /// Live workers (none in a process forked after the pool was made).
     pub(crate) fn worker_count(&self) -> usize {
+        if self.is_foreign() {
+            return 0;
+        }
         lock(&self.state).workers
+    }
+
+    /// Whether the caller runs in a process forked after this pool was made (by the
+    /// program's own `fork()`): the pool has no worker there, and its lock may have been
+    /// held by a thread that does not exist there, so nothing may touch its state.
+    #[inline]
+    pub(crate) fn is_foreign(&self) -> bool {
+        self.origin.is_foreign()
+    }
+
+    /// Whether an initializer failed (`break_pool`).
+    pub(crate) fn is_broken(&self) -> bool {
+        lock(&self.state).broken
+    }
+
+    /// The id of the process the pool was made in.
+    pub(crate) fn origin_pid(&self) -> libc::pid_t {
+        self.origin.pid()
     }
 
     /// Queues a task; returns its future.
     pub(crate) fn submit(self: &Arc<Self>, task: Task) -> Result<CoreRef, SubmitError> {
+        if self.is_foreign() {
+            return Err(SubmitError::Forked);
+        }
         let core = Core::with_task(task).ok_or(SubmitError::NoMemory)?;
         // The queue's reference is made before taking the lock, which submitters on other
         // threads and the workers contend for: less time holding it.
@@ -283,6 +313,9 @@ impl Pool {
         self: &Arc<Self>,
         tasks: Vec<Task>,
     ) -> Result<Vec<CoreRef>, SubmitError> {
+        if self.is_foreign() {
+            return Err(SubmitError::Forked);
+        }
         let mut cores = Vec::new();
         let mut actions = Vec::new();
         cores
@@ -583,8 +616,12 @@ impl Pool {
         }
     }
 
-    /// `cf_executor_shutdown`.
+    /// `cf_executor_shutdown`. In a process forked after the pool was made it does
+    /// nothing: the workers and the queue are the parent's.
     pub(crate) fn shutdown(&self, wait: bool, cancel_futures: bool) -> cf_status {
+        if self.is_foreign() {
+            return CF_OK;
+        }
         let (cancelled, sleepers) = {
             let mut st = lock(&self.state);
             st.shutdown = true;

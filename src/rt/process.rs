@@ -103,13 +103,66 @@ impl Fd {
 impl Drop for Fd {
     fn drop(&mut self) {
         let mut fds = lock(&OUR_FDS);
+        // Closed only while recorded: in a child of the program's own `fork()` every
+        // record is gone (`after_fork_child` closed them all), and the number may name
+        // one of the child's own files by now.
         if let Some(i) = fds.iter().position(|&f| f == self.0) {
             fds.swap_remove(i);
+            // SAFETY: we own this descriptor and close it once; under the lock, so its
+            // number is not reused by another of ours before the record is gone.
+            unsafe { libc::close(self.0) };
         }
-        // SAFETY: we own this descriptor and close it once; under the lock, so its number
-        // is not reused by another of ours before the record is gone.
-        unsafe { libc::close(self.0) };
     }
+}
+
+// The program's own `fork()`s (`rt::fork` registers these with `pthread_atfork`): the
+// child gets none of our descriptors. A child that kept a copy of a worker's socket or
+// of the fork server's control socket would keep them open after the parent closes its
+// own, and the parent's shutdown would wait for the child to exit (a preforking server
+// that made a pool before it forked would never shut down). Our own forks, which handle
+// descriptors themselves (`ProcShared::new`, the fork server), are left alone.
+
+std::thread_local! {
+    /// Set on a thread while it forks for this module (it holds `OUR_FDS` already).
+    static OWN_FORK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// `OUR_FDS`, held by the forking thread from `before_fork` to the matching `after_`.
+    static HELD: std::cell::RefCell<Option<crate::rt::sync::MutexGuard<'static, Vec<c_int>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Set in the fork server, and so in every worker: their descriptors are raw numbers
+/// that they manage themselves, and `OUR_FDS` there is a stale copy of the parent's.
+static SERVER_SIDE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the fork about to happen (or just done) is the program's own.
+fn programs_fork() -> bool {
+    !OWN_FORK.with(|f| f.get()) && !SERVER_SIDE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `pthread_atfork` prepare: hold `OUR_FDS` across the program's fork, so that the
+/// child's copy of the list is exact.
+pub(crate) fn before_fork() {
+    if programs_fork() {
+        let guard = lock(&OUR_FDS);
+        HELD.with(|h| *h.borrow_mut() = Some(guard));
+    }
+}
+
+/// `pthread_atfork` parent: let go of `OUR_FDS`.
+pub(crate) fn after_fork_parent() {
+    HELD.with(|h| drop(h.borrow_mut().take()));
+}
+
+/// `pthread_atfork` child: close every descriptor of ours and forget them.
+pub(crate) fn after_fork_child() {
+    HELD.with(|h| {
+        if let Some(mut fds) = h.borrow_mut().take() {
+            for fd in fds.drain(..) {
+                // SAFETY: our descriptors, copied into this child; nothing here uses them.
+                unsafe { libc::close(fd) };
+            }
+        }
+    });
 }
 
 fn errno() -> c_int {
@@ -1430,6 +1483,7 @@ fn wait_status(pid: libc::pid_t) -> c_int {
 
 /// The fork server's loop. Never returns.
 fn server_main(ctl: c_int, parent_pidfd: c_int, init: Option<(InitFn, usize)>) -> ! {
+    SERVER_SIDE.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut children: Vec<libc::pid_t> = Vec::new();
     let finish = |children: &[libc::pid_t]| -> ! {
         for &pid in children {
@@ -1640,7 +1694,9 @@ impl ProcShared {
             unsafe {
                 flockfile(stdout_ptr());
                 flockfile(stderr_ptr());
+                OWN_FORK.with(|f| f.set(true));
                 let pid = libc::fork();
+                OWN_FORK.with(|f| f.set(false));
                 funlockfile(stderr_ptr());
                 funlockfile(stdout_ptr());
                 if pid == 0 {
