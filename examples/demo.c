@@ -210,7 +210,9 @@ static int section_parallel_primes(uint32_t limit) {
     printf("== 1. Counting the primes below %" PRIu32 ", serially and on a thread pool\n",
            limit);
 
-    prime_range ranges[N_RANGES];
+    /* static: even on a failure path that returns early, a task still running reads
+     * live memory. */
+    static prime_range ranges[N_RANGES];
     for (uint32_t i = 0; i < N_RANGES; i++) {
         ranges[i].lo = (uint32_t)((uint64_t)limit * i / N_RANGES);
         ranges[i].hi = (uint32_t)((uint64_t)limit * (i + 1) / N_RANGES);
@@ -288,15 +290,17 @@ static int section_done_callback(void) {
     cf_executor *pool = NULL;
     TRY(cf_thread_pool_new(NULL, &pool));
 
-    gate g;
+    static gate g;
     gate_init(&g);
-    gated_range task = {&g, {0, 1000}};
+    static gated_range task; /* static, like the records below: see section 1 */
+    task = (gated_range){&g, {0, 1000}};
     cf_future *f = NULL;
     TRY(cf_submit(pool, count_primes_after_gate, &task, &f));
 
     /* The task is held at the gate, so the future is not done yet: the callback will
      * run in the worker thread that finishes the task. */
-    callback_record before = {.caller = pthread_self()};
+    static callback_record before;
+    before = (callback_record){.caller = pthread_self()};
     TRY(cf_future_add_done_callback(f, on_done, &before));
     EXPECT(!cf_future_done(f));
     gate_open(&g);
@@ -314,7 +318,8 @@ static int section_done_callback(void) {
 
     /* On a done future the callback runs at once, in this thread, before the call
      * returns. */
-    callback_record after = {.caller = pthread_self()};
+    static callback_record after;
+    after = (callback_record){.caller = pthread_self()};
     TRY(cf_future_add_done_callback(f, on_done, &after));
     EXPECT(atomic_load(&after.calls) == 1 && atomic_load(&after.in_caller) == 1);
     printf("  added when done:     ran %d time in %s, saw result %" PRIuPTR "\n",
@@ -476,7 +481,7 @@ static int section_cancel(void) {
 static int section_as_completed(uint32_t limit) {
     printf("\n== 6. as_completed: prime counts of 8 ranges, in the order they finish\n");
     enum { N = 8 };
-    prime_range ranges[N];
+    static prime_range ranges[N]; /* static: see section 1 */
     cf_executor *pool = NULL;
     TRY(cf_thread_pool_new(NULL, &pool));
     cf_future *futures[N];

@@ -380,8 +380,12 @@ static int sc_wait_many(void *arg) {
     memset(done, 0x5a, N_WAIT);
     size_t n_done = 12345;
     limit_as(4 * MiB);
+    /* A timeout of seconds, not milliseconds: on a loaded machine, registering 100k
+     * futures can take longer than a short timeout, which then ends the wait before the
+     * allocation that must fail (seen: CF_TIMEOUT instead of CF_NO_MEMORY). A library
+     * that wrongly succeeds costs these 5 s and fails the check below. */
     cf_status s = CALL("cf_wait (100k pending futures, 4 MiB left)",
-                       cf_wait(fs, N_WAIT, CF_ALL_COMPLETED, 0.05, done, &n_done));
+                       cf_wait(fs, N_WAIT, CF_ALL_COMPLETED, 5.0, done, &n_done));
     fprintf(stderr, "   cf_wait on 100k pending futures with 4 MiB left: %s\n", cf_status_name(s));
     FCHECK_MSG(s == CF_NO_MEMORY, "got %s", cf_status_name(s));
     FCHECK(n_done == 12345);

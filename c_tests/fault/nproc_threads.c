@@ -144,8 +144,8 @@ static void *submitter(void *arg) {
     atomic_fetch_add(&g_ran[(intptr_t)arg], 1);
     cf_future *f = NULL;
     cf_status s = cf_submit(g_ex, counted, (void *)(intptr_t)60, &f);
+    if (s == CF_OK) g_from_task = f; /* before the status, as in cb_submitter */
     atomic_store(&g_from_task_status, (int)s);
-    if (s == CF_OK) g_from_task = f;
     return arg;
 }
 
@@ -154,8 +154,10 @@ static void cb_submitter(cf_future *f, void *ud) {
     (void)ud;
     cf_future *g = NULL;
     cf_status s = cf_submit(g_ex, counted, (void *)(intptr_t)61, &g);
-    atomic_store(&g_from_cb_status, (int)s);
+    /* The future first, then the status the main thread polls for (its atomic store
+     * publishes the plain write before it). */
     if (s == CF_OK) g_from_cb = g;
+    atomic_store(&g_from_cb_status, (int)s);
 }
 
 static int scenario_one_worker(void *arg) {
