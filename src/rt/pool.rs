@@ -662,7 +662,7 @@ impl Pool {
     }
 }
 
-fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
+fn worker_main(pool: Arc<Pool>, process: Option<super::process::Link>) {
     WORKER_OF.with(|w| w.set(Arc::as_ptr(&pool)));
     #[cfg(not(cfutures_loom))]
     super::blocks::arm_thread();
