@@ -236,6 +236,7 @@ impl Pool {
     }
 
     /// Queues a task; returns its future.
+    #[inline] // inlined into `cf_submit` whatever codegen unit each lands in (bench W1)
     pub(crate) fn submit(self: &Arc<Self>, task: Task) -> Result<CoreRef, SubmitError> {
         let core = Core::with_task(task).ok_or(SubmitError::NoMemory)?;
         // The queue's reference is made before taking the lock, which submitters on other
