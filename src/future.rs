@@ -4,7 +4,7 @@ use crate::{
     ffi::handle::{future_clone, future_into_raw, future_ref, future_release},
     rt::{
         context,
-        future::{Core, Phase},
+        future::{CallbackFn, Core, Phase},
         shared::{try_box, try_cstring},
         task::{Failure, Message, Outcome, OutcomeRef},
         time::Deadline,
@@ -258,8 +258,20 @@ pub unsafe extern "C" fn cf_future_add_done_callback(
         let Some(callback) = r#fn else { return CF_INVALID_ARGUMENT };
         // SAFETY: `f` is NULL or a live handle.
         let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
-        if core.add_callback(callback, userdata) { CF_OK } else { CF_NO_MEMORY }
+        if core.add_callback(engine_callback(callback), userdata) { CF_OK } else { CF_NO_MEMORY }
     }
+}
+
+/// A C done callback as the engine's `CallbackFn`: the same function, no wrapper (a
+/// callback node stays one 32-byte block).
+fn engine_callback(f: unsafe extern "C-unwind" fn(*mut cf_future, *mut c_void)) -> CallbackFn {
+    type CCallback = unsafe extern "C-unwind" fn(*mut cf_future, *mut c_void);
+    // SAFETY: the two types differ only in the pointee of the first parameter
+    // (`cf_future` and `Core`, both sized), and raw pointers to sized types are
+    // ABI-compatible, so calling `f` through `CallbackFn` passes the same arguments. The
+    // pointer the engine passes is a `Core`'s address, which is what a `cf_future *` is
+    // (`ffi::handle`).
+    unsafe { std::mem::transmute::<CCallback, CallbackFn>(f) }
 }
 
 /// Takes one more reference to `f` and returns `f` (NULL for NULL). Each reference is

@@ -11,7 +11,7 @@
 //!
 //! The generation is bumped by a `pthread_atfork` child handler, registered once, the
 //! first time an `Origin` is made; the same handlers close the process pools'
-//! descriptors in the child (`process::after_fork_child`), so that a child that lives on
+//! descriptors in the child (`process::io::after_fork_child`), so that a child that lives on
 //! never keeps a parent's worker channel open. Forks that do not run `atfork` handlers (`vfork`,
 //! `posix_spawn`, a raw `clone`) are followed by `exec` or by code that does not use the
 //! executor, so they need no bump. The library's own forks (the fork server and its
@@ -32,12 +32,12 @@ static REGISTER: Once = Once::new();
 
 extern "C" fn prepare_handler() {
     #[cfg(not(cfutures_loom))]
-    super::process::before_fork();
+    super::process::io::before_fork();
 }
 
 extern "C" fn parent_handler() {
     #[cfg(not(cfutures_loom))]
-    super::process::after_fork_parent();
+    super::process::io::after_fork_parent();
 }
 
 extern "C" fn child_handler() {
@@ -45,7 +45,7 @@ extern "C" fn child_handler() {
     // value through the happens-before of their creation.
     GENERATION.fetch_add(1, Ordering::Relaxed);
     #[cfg(not(cfutures_loom))]
-    super::process::after_fork_child();
+    super::process::io::after_fork_child();
 }
 
 /// The process (and fork generation) something was made in.

@@ -24,10 +24,7 @@ use super::{
     task::{Failure, Outcome, OutcomeRef, Task},
     time::Deadline,
 };
-use crate::{
-    future::cf_future,
-    status::{CF_OK, CF_TASK_FAILED},
-};
+use crate::status::{CF_OK, CF_TASK_FAILED};
 use std::{
     ffi::c_void,
     ptr,
@@ -88,9 +85,9 @@ fn as_arg(c: &Arc<Count>) -> *mut c_void {
 /// Done callback: checks that the future it is given is done (callbacks run only once
 /// the state is final), reads its outcome (a tracked read of the slot, which must be
 /// ordered after the completer's write), and counts the call.
-unsafe extern "C-unwind" fn on_done(f: *mut cf_future, counter: *mut c_void) {
+unsafe extern "C-unwind" fn on_done(f: *const Core, counter: *mut c_void) {
     // SAFETY: the engine passes the `Core` it runs the callback for, alive for the call.
-    let core = unsafe { &*f.cast::<Core>() };
+    let core = unsafe { &*f };
     assert!(core.is_done(), "callback ran before the future was done");
     if core.phase() == Phase::Finished {
         assert!(core.outcome().is_some(), "finished without an outcome");

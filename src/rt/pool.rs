@@ -263,6 +263,7 @@ impl Pool {
     }
 
     /// Queues a task; returns its future.
+    #[inline] // inlined into `cf_submit` whatever codegen unit each lands in (bench W1)
     pub(crate) fn submit(self: &Arc<Self>, task: Task) -> Result<CoreRef, SubmitError> {
         if self.is_foreign() {
             return Err(SubmitError::Forked);
@@ -699,7 +700,7 @@ impl Pool {
     }
 }
 
-fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
+fn worker_main(pool: Arc<Pool>, process: Option<super::process::Link>) {
     WORKER_OF.with(|w| w.set(Arc::as_ptr(&pool)));
     #[cfg(not(cfutures_loom))]
     super::blocks::arm_thread();

@@ -27,7 +27,7 @@ pub(crate) enum Task {
     /// `fn(arg)`; the result is the returned pointer.
     Call(TaskFn, *mut c_void),
     /// `fn(input)` on a private copy of the caller's bytes (a `malloc` buffer, so that a
-    /// process pool can return the task's result in it, see `process::recv_outcome`).
+    /// process pool can return the task's result in it, see `process::wire::recv_outcome`).
     Bytes(BytesFn, MallocBuf),
     /// A chunk of pointer map items, run one after the other by one worker. Each value
     /// is written over its item, and the box itself becomes the outcome

@@ -1,0 +1,76 @@
+//! The worker's side of a link: run the initializer, say ready, then read tasks, run
+//! them in order and answer each, until the link closes.
+//!
+//! Nothing here forks: the fork server (`server.rs`) starts a worker process and calls
+//! `run`; another transport would call it the same way with its own link.
+
+use super::{
+    arena::Mapping,
+    io::{RecvBuf, send_all},
+    wire::{
+        HEADER, Incoming, K_READY, header, recv_task, send_init_failed, send_outcome,
+        shm_result_frame,
+    },
+};
+use crate::rt::{
+    context::call_task,
+    pool::InitFn,
+    task::{Outcome, run_bytes},
+};
+use rustix::fd::{AsFd, OwnedFd};
+use std::{ffi::c_void, ptr};
+
+/// The life of a worker on `link`: the initializer, then tasks until EOF, a broken link
+/// or a frame that makes no sense. Returns when the worker should exit.
+pub(super) fn run(link: OwnedFd, init: Option<(InitFn, usize)>) {
+    let fd = link.as_fd();
+    if let Some((f, arg)) = init {
+        // SAFETY: the caller's initializer and initarg, as configured.
+        if let Err(e) = call_task(|| unsafe { f(arg as *mut c_void) }) {
+            let _ = send_init_failed(fd, &e);
+            return;
+        }
+    }
+    if send_all(fd, &[&header(K_READY, 0)]).is_err() {
+        return;
+    }
+    let mut rb = RecvBuf::with_fds();
+    let mut arena: Option<Mapping> = None;
+    while let Some(msg) = recv_task(fd, &mut rb) {
+        let sent = match msg {
+            Incoming::Task(task) => send_outcome(fd, &task.run()),
+            Incoming::Arena { memfd, size } => {
+                // The descriptor is closed at once (dropped here): the worker keeps the
+                // mapping only, so it holds no descriptor but its channel.
+                match Mapping::new(memfd.as_fd(), size) {
+                    Ok(m) => arena = Some(m),
+                    Err(_) => break,
+                }
+                continue;
+            }
+            Incoming::Shm { f, off, cap, len } => {
+                let slot = arena.as_ref().and_then(|a| a.range(off, cap));
+                let Some(slot) = slot.filter(|_| len <= cap) else {
+                    break; // a frame we cannot make sense of: leave
+                };
+                // SAFETY: `len <= cap` bytes inside our mapping, which the parent wrote
+                // before sending the frame and leaves alone until our answer.
+                let outcome = run_bytes(f, unsafe { std::slice::from_raw_parts(slot, len) });
+                match &outcome {
+                    Outcome::Bytes(b) if b.len > 0 && b.len <= cap => {
+                        // The result goes back in the same slot (the input is done with).
+                        // SAFETY: `b.len <= cap` bytes of the slot; the task's buffer is
+                        // its own allocation, disjoint from the arena.
+                        unsafe { ptr::copy_nonoverlapping(b.ptr.cast::<u8>(), slot, b.len) };
+                        let m: [u8; HEADER + 17] = shm_result_frame(off, b.len);
+                        send_all(fd, &[&m])
+                    }
+                    _ => send_outcome(fd, &outcome),
+                }
+            }
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+}
