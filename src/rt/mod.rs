@@ -5,6 +5,7 @@
 pub(crate) mod blocks;
 pub(crate) mod context;
 pub(crate) mod future;
+pub(crate) mod lazy;
 pub(crate) mod many;
 pub(crate) mod map;
 pub(crate) mod pool;
