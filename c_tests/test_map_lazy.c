@@ -426,7 +426,7 @@ static void test_refill_after_shutdown(void) {
     m = (cf_map *)&f;
     CHECK_STATUS(cf_map_lazy_new(ex, square, next_ptr, &f, 4, 3, PX_LONG, &m), CF_SHUTDOWN);
     CHECK(m == (cf_map *)&f);
-    CHECK(f.pulled <= 4);
+    CHECK(f.pulled <= 12); /* at most the first fill, pulled then dropped */
     feed_done(&f);
     cf_executor_free(ex);
 }

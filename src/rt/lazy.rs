@@ -46,6 +46,8 @@ pub(crate) struct Feed {
     chunksize: usize,
     /// The most tasks submitted and not yet read back.
     pub(crate) buffersize: usize,
+    /// How many of those must be free before a refill pulls and submits them together.
+    pub(crate) refill_at: usize,
     /// A byte item this large is a task of its own (as in an eager map, see
     /// `MapIter::start`).
     alone_from: usize,
@@ -76,6 +78,7 @@ impl Feed {
             state,
             chunksize: chunksize.max(1),
             buffersize,
+            refill_at: (buffersize / 2).max(1),
             held: None,
             end: None,
         }
@@ -128,12 +131,33 @@ impl Feed {
         self.fail(e.status(), code);
     }
 
-    /// Pulls and submits the next task; returns its future and how many items it holds,
-    /// or `None` when the input has ended (or just failed: see `failure`).
-    pub(crate) fn submit_next(&mut self) -> Option<(super::future::CoreRef, usize)> {
-        let (task, n) = self.pull()?;
-        match self.pool.submit(task) {
-            Ok(core) => Some((core, n)),
+    /// Pulls up to `max` tasks and submits them together (one lock and one wake-up
+    /// decision for the group, see `Pool::submit_batch`); returns their futures and how
+    /// many items each holds, or `None` when none was submitted: the input has ended, or
+    /// pulling or submitting failed (see `failure`; a group is submitted whole or not at
+    /// all, so the first item not submitted is the first of the group).
+    pub(crate) fn submit_upto(
+        &mut self,
+        max: usize,
+    ) -> Option<(Vec<super::future::CoreRef>, Vec<usize>)> {
+        let mut tasks = Vec::new();
+        let mut counts = Vec::new();
+        if tasks.try_reserve_exact(max).is_err() || counts.try_reserve_exact(max).is_err() {
+            self.fail(CF_NO_MEMORY, libc::ENOMEM);
+            return None;
+        }
+        while tasks.len() < max {
+            let Some((task, n)) = self.pull() else {
+                break;
+            };
+            tasks.push(task);
+            counts.push(n);
+        }
+        if tasks.is_empty() {
+            return None;
+        }
+        match self.pool.submit_batch(tasks) {
+            Ok(cores) => Some((cores, counts)),
             Err(e) => {
                 self.refused(e);
                 None

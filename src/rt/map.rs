@@ -45,6 +45,9 @@ pub(crate) enum Item {
 /// How many chunks a map hands to its pool at once.
 const MAP_BATCH: usize = 8;
 
+/// The most tasks a lazy map's refill pulls and submits together.
+const REFILL_GROUP: usize = 64;
+
 /// An ongoing map.
 pub(crate) struct MapIter {
     /// The chunks not yet dropped, from the front: a lazy map drops those it has read
@@ -231,9 +234,13 @@ impl MapIter {
         }
     }
 
-    /// A lazy map: submits chunks until `buffersize` are in flight (submitted and not
-    /// read back in full) or the input ends. Calls the caller's `next`, in this thread.
-    /// Nothing after the map has ended (a failed item, or a refill that failed).
+    /// A lazy map: once `refill_at` chunks of the buffer are free (half of it, at least
+    /// one; at the start, all of it), submits chunks until `buffersize` are in flight
+    /// (submitted and not read back in full) or the input ends. Calls the caller's `next`,
+    /// in this thread. Nothing after the map has ended (a failed item, or a refill that
+    /// failed). Refilling by halves rather than chunk by chunk: with the reader feeding
+    /// faster workers, each submit found them asleep and paid a wake-up (W3-lazy, see
+    /// bench/README.md).
     fn refill(&mut self) {
         let Some(feed) = self.feed.as_deref_mut() else {
             return;
@@ -250,17 +257,27 @@ impl MapIter {
                 &mut self.item_base,
             );
         }
-        while feed.flows() && self.chunks.len() - self.chunk < feed.buffersize {
-            if self.chunks.try_reserve(1).is_err() || self.ends.try_reserve(1).is_err() {
+        let mut free = feed.buffersize - (self.chunks.len() - self.chunk);
+        if free < feed.refill_at {
+            return;
+        }
+        while free > 0 && feed.flows() {
+            // Groups of at most `REFILL_GROUP` tasks, so that a huge `buffersize` asks
+            // for no huge reservation.
+            let group = free.min(REFILL_GROUP);
+            if self.chunks.try_reserve(group).is_err() || self.ends.try_reserve(group).is_err() {
                 feed.refused(SubmitError::NoMemory);
-                break;
+                return;
             }
-            let Some((core, k)) = feed.submit_next() else {
-                break;
+            let Some((cores, counts)) = feed.submit_upto(group) else {
+                return;
             };
-            self.chunks.push_back(Some(core));
-            self.n += k;
-            self.ends.push_back(self.n);
+            free -= cores.len();
+            for (core, k) in cores.into_iter().zip(counts) {
+                self.chunks.push_back(Some(core));
+                self.n += k;
+                self.ends.push_back(self.n);
+            }
         }
     }
 
