@@ -23,12 +23,13 @@ TITLES = {
     "py-threads": "CPython threads",
     "py-processes": "CPython processes",
 }
-WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-c10", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4"]
+WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-lazy", "W3-c10", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4"]
 DESCR = {
     "W1": "burst: submit N no-ops, keep futures, collect",
     "W2": "ping-pong: submit one, wait, N times",
     "W3": "map x*x over N inputs, in order (chunk {chunk})",
     "W3-1": "W3 for cfutures with cf_map_next, one result per call",
+    "W3-lazy": "W3 for cfutures through cf_map_lazy_new, buffersize 4 x workers",
     "W3-c10": "W3 with chunksize 10: what a chunk costs",
     "W4": "as-completed: N tasks spinning (i%7)x200 ns",
     "W5": "N tasks + one done callback each",
@@ -245,6 +246,9 @@ def main():
     if idle_marks:
         P("† both used under 1 ms of CPU in the whole idle interval: both are idle, the ratio is noise.")
         P("")
+    if ("W3", "cfutures") in med and ("W3-lazy", "cfutures") in med:
+        P(f"**cfutures W3-lazy/W3** (lazy map with buffersize 4 x workers vs eager map, items/s): {med[('W3-lazy', 'cfutures')] / med[('W3', 'cfutures')]:.2f} (goal: 0.80 or more)")
+        P("")
     if ("W1", "cfutures") in med and ("W6", "cfutures") in med:
         P(f"**cfutures W6/W1** (4 submitters vs 1, tasks/s): {med[('W6', 'cfutures')] / med[('W1', 'cfutures')]:.2f}")
         P("")
@@ -267,6 +271,7 @@ def main():
             if w in workloads and not (why.startswith("no process pool")):
                 P(f"- {w} / {TITLES.get(i, i)}: {why}")
         P("- P1 (process pools): only CPython's ProcessPoolExecutor is an anchor; the thread-pool libraries have none.")
+        P("- W3-lazy: cfutures' W3 through `cf_map_lazy_new` (inputs pulled from a `next` callback, at most 4 x workers chunks ahead of the reader); the anchors' W3 row is the comparison, and cfutures' W3-lazy/W3 ratio is printed under the ratio table.")
         P("- W3-1: cfutures' W3 read one result per call (`cf_map_next`) instead of many (`cf_map_next_n`); the anchors' W3 row is the comparison.")
         P("- W3-c10 / CPython threads: `ThreadPoolExecutor.map` ignores `chunksize` (only `ProcessPoolExecutor` uses it), so its W3 row applies.")
         P("- P1-1MiB-w4: cfutures' P1-1MiB with each result collected and released before the task 4 places later is submitted (a streaming caller); the P1-1MiB row is the comparison.")

@@ -53,11 +53,11 @@ else
 fi
 
 # Workloads and their N: full, quick. W8's N is seconds of idling.
-WORKLOADS=(W1 W2 W3 W3-1 W3-c10 W4 W5 W6 W7 W8 P1-submit P1-map1 P1-map100 P1-1MiB P1-1MiB-w4 P1-1MiB-map4)
-declare -A N_FULL=([W1]=1000000 [W2]=100000 [W3]=1000000 [W3-1]=1000000 [W3-c10]=1000000 [W4]=100000 [W5]=1000000
+WORKLOADS=(W1 W2 W3 W3-1 W3-lazy W3-c10 W4 W5 W6 W7 W8 P1-submit P1-map1 P1-map100 P1-1MiB P1-1MiB-w4 P1-1MiB-map4)
+declare -A N_FULL=([W1]=1000000 [W2]=100000 [W3]=1000000 [W3-1]=1000000 [W3-lazy]=1000000 [W3-c10]=1000000 [W4]=100000 [W5]=1000000
                    [W6]=1000000 [W7]=1000000 [W8]=10 [P1-submit]=10000 [P1-map1]=10000
                    [P1-map100]=10000 [P1-1MiB]=64 [P1-1MiB-w4]=64 [P1-1MiB-map4]=64)
-declare -A N_QUICK=([W1]=10000 [W2]=1000 [W3]=10000 [W3-1]=10000 [W3-c10]=10000 [W4]=1000 [W5]=10000
+declare -A N_QUICK=([W1]=10000 [W2]=1000 [W3]=10000 [W3-1]=10000 [W3-lazy]=10000 [W3-c10]=10000 [W4]=1000 [W5]=10000
                     [W6]=10000 [W7]=10000 [W8]=2 [P1-submit]=1000 [P1-map1]=1000
                     [P1-map100]=1000 [P1-1MiB]=8 [P1-1MiB-w4]=8 [P1-1MiB-map4]=8)
 THREAD_IMPLS=(cfutures asio glib tbb libuv rust-threadpool py-threads)
@@ -180,7 +180,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
         if [ -z "$n" ]; then log "unknown workload $w"; exit 64; fi
         case "$w" in
             P1-*) impls=("${PROCESS_IMPLS[@]}") ;;
-            W3-1) impls=(cfutures) ;; # cfutures' own variant of W3 (see report.py)
+            W3-1|W3-lazy) impls=(cfutures) ;; # cfutures' own variants of W3 (see report.py)
             # ThreadPoolExecutor.map ignores chunksize: CPython's W3 row applies.
             W3-c10) impls=(cfutures asio glib tbb libuv rust-threadpool) ;;
             *) impls=("${THREAD_IMPLS[@]}") ;;

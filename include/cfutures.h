@@ -155,8 +155,9 @@ typedef struct cf_future cf_future;
 /**
  * An ongoing map: results of one function over many inputs, in input order.
  *
- * Owned by the caller: created by `cf_map_new` or `cf_map_bytes_new`, freed with
- * `cf_map_free`. Use one map from one thread at a time (any thread).
+ * Owned by the caller: created by `cf_map_new`, `cf_map_bytes_new`, `cf_map_lazy_new`
+ * or `cf_map_bytes_lazy_new`, freed with `cf_map_free`. Use one map from one thread at a
+ * time (any thread).
  *
  * Methods: `cf_map_next`, `cf_map_next_bytes`, `cf_map_free`.
  */
@@ -257,6 +258,29 @@ typedef struct cf_bytes {
      */
     size_t len;
 } cf_bytes;
+
+/**
+ * The next input of a lazy map (`cf_map_lazy_new`): writes it to `*item` and returns
+ * true, or returns false at the end of the input (it is then not called again).
+ *
+ * Called with the `state` given to `cf_map_lazy_new`, only in the thread that calls
+ * `cf_map_lazy_new` or reads the map (`cf_map_next`, `cf_map_next_n`), inside those
+ * calls, never concurrently with itself. It must not use the map it feeds, and must not
+ * unwind (throw or `longjmp`) out of its frame.
+ */
+typedef bool (*cf_next_fn)(void *state, void **item);
+
+/**
+ * The next byte input of a lazy byte map (`cf_map_bytes_lazy_new`): writes its address
+ * and length to `*data` and `*len` and returns true, or returns false at the end of the
+ * input (it is then not called again).
+ *
+ * The bytes are lent: they must stay valid until the next call of this function (or the
+ * end of the `cf_map_*` call that made this one, whichever comes first); the library
+ * copies them before that. `*data` may be NULL when `*len` is 0. Called as `cf_next_fn`
+ * is: in the thread that makes or reads the map, never concurrently.
+ */
+typedef bool (*cf_next_bytes_fn)(void *state, const void **data, size_t *len);
 
 /**
  * What `cf_wait` waits for: a fixed-width integer with the `CF_*` values below; any
@@ -752,6 +776,70 @@ cf_status cf_map_bytes_new(struct cf_executor *ex,
                            struct cf_map **out);
 
 /**
+ * Runs `fn` over inputs pulled one by one from `next(state, &item)`, giving the results
+ * in input order: Python 3.14's `Executor.map(fn, iterable, buffersize=buffersize)`.
+ *
+ * Items go to the executor in tasks of `chunksize` items (0 means 1), as in `cf_map_new`,
+ * but at most `buffersize` tasks are submitted and not yet read back: this call pulls
+ * and submits the first `buffersize` tasks, and each task whose items have all been read
+ * (`cf_map_next`, `cf_map_next_n`) lets one more in, pulled and submitted inside a read.
+ * Refills go by groups: once half the buffer (`buffersize / 2` tasks, at least 1) has
+ * been read back, the read that frees that much pulls and submits as many tasks together
+ * (one wake-up of the workers for the group rather than one per task). So `next` is
+ * called at most `buffersize × chunksize` items ahead of the reader,
+ * an endless input works, and memory stays bounded by `buffersize × chunksize` items.
+ * `next` is called only in the thread that calls this function or reads the map, inside
+ * those calls, never concurrently; `state` is the caller's, passed to `next` as is, and
+ * must outlive the map. The time limit `timeout` counts from this call, for every item.
+ * Works on thread and process pools, as `cf_map_new` does. On `CF_OK`, `*out` is a new
+ * map, read as any other and freed with `cf_map_free`, which calls `next` no more (and
+ * cancels what has not started).
+ *
+ * When a refill cannot be submitted (`CF_SHUTDOWN`: the executor was shut down;
+ * `CF_BROKEN`; `CF_NO_MEMORY` with code `ENOMEM`; `CF_OS_ERROR` with the errno as code),
+ * the items already submitted are read as usual, and the read that reaches the first
+ * item not submitted returns that status (with a static message owned by the library);
+ * the map ends there: later reads give `CF_END`. Items `next` gave for a chunk that was
+ * not submitted are dropped (nothing runs them). A failed item ends the map as in
+ * `cf_map_new` (what has not started is cancelled), and `next` is then not called again.
+ *
+ * Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `fn`, `next` or `out`, `buffersize` 0
+ * (Python's `ValueError`) or a NaN timeout; `CF_NO_MEMORY` when the map's handle cannot
+ * be allocated; and, when the first fill cannot be submitted, `CF_SHUTDOWN`,
+ * `CF_BROKEN`, `CF_NO_MEMORY` or `CF_OS_ERROR` as `cf_submit` does: then what was
+ * submitted is cancelled and no map is made (the items `next` gave are dropped).
+ */
+cf_status cf_map_lazy_new(struct cf_executor *ex,
+                          cf_fn fn,
+                          cf_next_fn next,
+                          void *state,
+                          size_t chunksize,
+                          size_t buffersize,
+                          double timeout,
+                          struct cf_map **out);
+
+/**
+ * Runs the byte task `fn` over byte inputs pulled from `next(state, &data, &len)`,
+ * giving the results in input order: `cf_map_lazy_new` for bytes.
+ *
+ * As `cf_map_lazy_new`; each input is copied when it is pulled (it is lent only until
+ * the next call of `next`). Read the results with `cf_map_next_bytes`: a result is lent
+ * until the next read of the map or `cf_map_free` (the map lets the buffers of the items
+ * read go, to stay within its bound). On a process pool, an input of 64 KiB or more is
+ * a task of its own, as in `cf_map_bytes_new` (it counts as one of the `buffersize`).
+ * An input with NULL data and a length ends the map as a refused refill does, with
+ * `CF_INVALID_ARGUMENT` at its read (or from this call, if it is in the first fill).
+ */
+cf_status cf_map_bytes_lazy_new(struct cf_executor *ex,
+                                cf_bytes_fn fn,
+                                cf_next_bytes_fn next,
+                                void *state,
+                                size_t chunksize,
+                                size_t buffersize,
+                                double timeout,
+                                struct cf_map **out);
+
+/**
  * Gives the next result of `m`, in input order.
  *
  * - `CF_OK`: `*result` is the item's value (for a byte map, the data pointer), and
@@ -763,6 +851,10 @@ cf_status cf_map_bytes_new(struct cf_executor *ex,
  *   `CF_END`, as Python's map stops at the first error.
  * - `CF_TIMEOUT`: the `timeout` of `cf_map_new` has passed and this item is not done
  *   (a later call may still get it; `cf_map_free` cancels what has not started).
+ * - `CF_SHUTDOWN`, `CF_BROKEN`, `CF_NO_MEMORY`, `CF_OS_ERROR` (lazy maps only, and
+ *   `CF_INVALID_ARGUMENT` for a lazy byte map's NULL input): this is the first item
+ *   that a refill could not submit (see `cf_map_lazy_new`); `*code` and `*message` are
+ *   set as for a failed item. Later calls give `CF_END`.
  * - `CF_END`: every item has been read.
  * - `CF_INVALID_ARGUMENT`: `m` or `result` is NULL.
  *
@@ -802,7 +894,9 @@ cf_status cf_map_next_n(struct cf_map *m,
  * Gives the next result of a byte map (`cf_map_bytes_new`), in input order.
  *
  * As `cf_map_next`; on `CF_OK`, `*result` lends out the task's buffer, owned by the map
- * and valid until `cf_map_free` (NULL data and 0 length when the task returned NULL).
+ * and valid until `cf_map_free` (NULL data and 0 length when the task returned NULL);
+ * for a lazy map (`cf_map_bytes_lazy_new`), until the next read of the map or
+ * `cf_map_free`.
  * Returns `CF_INVALID_ARGUMENT` for a map made by `cf_map_new`.
  */
 cf_status cf_map_next_bytes(struct cf_map *m,
@@ -812,8 +906,8 @@ cf_status cf_map_next_bytes(struct cf_map *m,
 
 /**
  * Frees the map: cancels every item not yet started (items running finish on their
- * own) and frees the results it lent out. Never blocks. NULL does nothing; do not free
- * twice.
+ * own) and frees the results it lent out. Never blocks; a lazy map's `next` is not
+ * called. NULL does nothing; do not free twice.
  */
 void cf_map_free(struct cf_map *m);
 

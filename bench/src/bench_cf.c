@@ -120,6 +120,51 @@ static void w3_run(long n, bool one_by_one) {
 static void w3(long n) { w3_run(n, false); }
 static void w3_1(long n) { w3_run(n, true); }
 
+/* W3-lazy: W3 through cf_map_lazy_new, the inputs pulled from a counter by `next`, with
+ * buffersize 4 x workers: at most that many chunks submitted ahead of the reader. */
+typedef struct w3_feed {
+    long i, n;
+} w3_feed;
+static bool w3_next(void *state, void **item) {
+    w3_feed *f = state;
+    if (f->i == f->n) return false;
+    *item = (void *)(uintptr_t)f->i++;
+    return true;
+}
+static void w3_lazy(long n) {
+    int workers = bench_threads();
+    cf_executor *ex = pool_of(workers);
+    warm_up(ex, 64);
+    enum { BATCH = 4096 };
+    void **batch = malloc(BATCH * sizeof *batch);
+    w3_feed feed = {0, n};
+    double t0 = now_s();
+    cf_map *m;
+    OK(cf_map_lazy_new(ex, square, w3_next, &feed, bench_chunk(), 4 * (size_t)workers,
+                       CF_FOREVER, &m));
+    uint64_t sum = 0;
+    long i = 0;
+    while (i < n) {
+        size_t got = 0;
+        OK(cf_map_next_n(m, batch, BATCH, &got, NULL, NULL));
+        for (size_t k = 0; k < got; k++, i++) {
+            uintptr_t r = (uintptr_t)batch[k];
+            if (r != (uintptr_t)i * i) BENCH_FAIL("item %ld out of order", i);
+            sum += r;
+        }
+    }
+    void *r;
+    cf_status s = cf_map_next(m, &r, NULL, NULL);
+    cf_map_free(m);
+    double t = now_s() - t0;
+    CHECK(s == CF_END);
+    CHECK(feed.i == n);
+    CHECK_EQ_U64(sum, sum_sq_upto(n));
+    cf_executor_free(ex);
+    free(batch);
+    bench_result(n / t, "items/s", n);
+}
+
 /* W4: n spinning tasks, consumed in completion order with cf_as_completed. */
 static void w4(long n) {
     cf_executor *ex = pool_of(bench_threads());
@@ -425,6 +470,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(w, "W2")) w2(n);
     else if (!strcmp(w, "W3")) w3(n);
     else if (!strcmp(w, "W3-1")) w3_1(n);
+    else if (!strcmp(w, "W3-lazy")) w3_lazy(n);
     else if (!strcmp(w, "W4")) w4(n);
     else if (!strcmp(w, "W5")) w5(n);
     else if (!strcmp(w, "W6")) w6(n);

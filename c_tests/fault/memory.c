@@ -21,6 +21,9 @@
  *   as_completed     the same for cf_as_completed_new (*out untouched)
  *   map_gated        cf_map_new (chunks of 2) over 2M items onto a blocked pool with
  *                    2 MiB left: CF_NO_MEMORY, and not one item runs
+ *   map_lazy         cf_map_lazy_new (chunks of 2, buffersize SIZE_MAX) over an endless
+ *                    input onto a blocked pool with 2 MiB left: its first fill runs out,
+ *                    CF_NO_MEMORY, not one item runs, and `next` is not called after
  *   task_raise       a task fills its worker's heap, then calls cf_raise with a long
  *                    message: the future still finishes, with CF_TASK_FAILED, the task's
  *                    code and a fixed "out of memory" message
@@ -467,6 +470,41 @@ static int sc_map_gated(void *arg) {
     return 0;
 }
 
+static long g_pulled;
+static bool endless(void *state, void **item) {
+    (void)state;
+    *item = (void *)(uintptr_t)g_pulled++;
+    return true;
+}
+
+static int sc_map_lazy(void *arg) {
+    (void)arg;
+    setup_child("map_lazy");
+    cf_executor *ex = thread_pool(1);
+    cf_future *gate = NULL;
+    FCHECK_STATUS(cf_submit(ex, gated, NULL, &gate), CF_OK);
+    limit_as(2 * MiB);
+    cf_map *m = (cf_map *)&ex;
+    cf_status s = CALL("cf_map_lazy_new (endless input, buffersize SIZE_MAX, 2 MiB left)",
+                       cf_map_lazy_new(ex, counted, endless, NULL, 2, SIZE_MAX, CF_FOREVER, &m));
+    fprintf(stderr, "   cf_map_lazy_new over an endless input with 2 MiB left: %s after %ld items\n",
+            cf_status_name(s), g_pulled);
+    FCHECK_MSG(s == CF_NO_MEMORY, "got %s", cf_status_name(s));
+    FCHECK(m == (cf_map *)&ex);
+    long pulled = g_pulled;
+    unlimit_as();
+    atomic_store(&g_gate, 1);
+    FCHECK_STATUS(cf_future_wait(gate, 20.0), CF_OK);
+    cf_future_release(gate);
+    check_still_works(ex);
+    g_call = "cf_executor_shutdown";
+    FCHECK_STATUS(cf_executor_shutdown(ex, true, false), CF_OK);
+    FCHECK_MSG(atomic_load(&g_ran) == 0, "%ld items of a refused lazy map ran", (long)atomic_load(&g_ran));
+    FCHECK(g_pulled == pulled);
+    cf_executor_free(ex);
+    return 0;
+}
+
 /* ---- a task that exhausts its worker's heap -------------------------------------------- */
 
 /* Blocks malloc'ed by `exhaust`, linked through their first word. */
@@ -656,6 +694,7 @@ int main(int argc, char **argv) {
         {"memory.wait_many", sc_wait_many},
         {"memory.as_completed", sc_as_completed},
         {"memory.map_gated", sc_map_gated},
+        {"memory.map_lazy", sc_map_lazy},
         {"memory.task_raise", sc_task_raise},
         {"memory.map_chunk", sc_map_chunk},
         {"memory.process_result", sc_process_result},

@@ -39,6 +39,11 @@
  *     before the call before those not done after it (and in array order), CF_END only
  *     after all;
  *   - cf_map: results in input order, stopping (then CF_END) at the first failed item;
+ *     a lazy map (cf_map_lazy_new, cf_map_bytes_lazy_new, fed from the same items by a
+ *     `next` that lends each byte input only until its next call) the same, its `next`
+ *     called only in the reading thread, never more than buffersize x chunksize items
+ *     ahead of the reader, never after the end, a failure or cf_map_free; a refill
+ *     refused by a shutdown gives CF_SHUTDOWN at the first item not submitted;
  *   - after a shutdown with wait: no task of that executor is running (a counter in
  *     shared memory, so process-pool tasks count too) and its worker count is 0;
  *   - failed calls leave their out-parameters untouched; submit after shutdown is
@@ -1357,7 +1362,44 @@ static size_t chunk_end(const size_t *lens, size_t n, size_t cs, bool alone, siz
     return n;
 }
 
-static void op_map(rng *r, bool bytes) {
+/* The input of a lazy map in op_map: the items of the eager one, pulled one by one. */
+typedef struct lazy_feed {
+    const uintptr_t *args;
+    const size_t *lens;
+    size_t n, pulled, calls;
+    bool ended;     /* next said "end" */
+    uint8_t *lent;  /* the byte input lent by the last call, freed at the next one */
+    pthread_t reader;
+} lazy_feed;
+
+static void lazy_call(lazy_feed *f) {
+    f->calls++;
+    REQUIRE(pthread_equal(pthread_self(), f->reader), "lazy map: next called in another thread");
+    REQUIRE(!f->ended, "lazy map: next called after it gave the end");
+}
+static bool lazy_next(void *state, void **item) {
+    lazy_feed *f = state;
+    lazy_call(f);
+    if (f->pulled == f->n) return !(f->ended = true);
+    *item = (void *)f->args[f->pulled++];
+    return true;
+}
+static bool lazy_next_bytes(void *state, const void **data, size_t *len) {
+    lazy_feed *f = state;
+    lazy_call(f);
+    free(f->lent);
+    f->lent = NULL;
+    if (f->pulled == f->n) return !(f->ended = true);
+    size_t i = f->pulled++;
+    f->lent = malloc(f->lens[i] ? f->lens[i] : 1);
+    REQUIRE(f->lent != NULL, "malloc");
+    fill_input(f->lent, f->lens[i], f->args[i]);
+    *data = f->lent;
+    *len = f->lens[i];
+    return true;
+}
+
+static void op_map(rng *r, bool bytes, bool lazy) {
     pool_ref *p = get_pool();
     if (p == NULL) return;
     size_t n = rndn(r, g_process ? 17 : MAP_MAX + 1);
@@ -1383,7 +1425,19 @@ static void op_map(rng *r, bool bytes) {
     double t = chance(r, 750) ? CF_FOREVER : (double)rndn(r, 3000) / 1e6;
     cf_map *m = (cf_map *)&n;
     cf_status st;
-    if (bytes) {
+    size_t bs = 1 + rndn(r, 4);
+    lazy_feed feed = {args, lens, n, 0, 0, false, NULL, pthread_self()};
+    if (lazy) {
+        st = bytes ? cf_map_bytes_lazy_new(p->ex, bytes_task, lazy_next_bytes, &feed, chunk, bs, t, &m)
+                   : cf_map_lazy_new(p->ex, ptr_task, lazy_next, &feed, chunk, bs, t, &m);
+        /* The first fill: bs tasks' items (and the large input that cut the last one
+         * short, pulled already, when large inputs go alone). */
+        size_t fill = 0;
+        for (size_t k = 0; k < bs && fill < n; k++) fill = chunk_end(lens, n, cs, bytes && g_process, fill);
+        REQUIRE(st != CF_OK || (feed.pulled >= fill && feed.pulled <= fill + (bytes && g_process)),
+                "lazy map: the first fill pulled %zu of %zu items (chunksize %zu, buffersize %zu)",
+                feed.pulled, n, cs, bs);
+    } else if (bytes) {
         cf_bytes in[MAP_MAX];
         uint8_t *bufs[MAP_MAX];
         for (size_t i = 0; i < n; i++) {
@@ -1398,9 +1452,10 @@ static void op_map(rng *r, bool bytes) {
         st = cf_map_new(p->ex, ptr_task, n ? (void *const *)args : NULL, n, chunk, t, &m);
     }
     if (st != CF_OK) {
-        REQUIRE(st == CF_SHUTDOWN && atomic_load(&p->shut), "cf_map%s_new gave %s", bytes ? "_bytes" : "",
-                sname(st));
+        REQUIRE(st == CF_SHUTDOWN && atomic_load(&p->shut), "cf_map%s%s_new gave %s", bytes ? "_bytes" : "",
+                lazy ? "_lazy" : "", sname(st));
         REQUIRE(m == (cf_map *)&n, "a failed cf_map_new wrote its out-parameter");
+        free(feed.lent);
         put_pool(p);
         return;
     }
@@ -1413,6 +1468,9 @@ static void op_map(rng *r, bool bytes) {
         void *v = (void *)&v;
         cf_bytes b = {(const void *)&b, 999};
         st = bytes ? cf_map_next_bytes(m, &b, &code, &msg) : cf_map_next(m, &v, &code, &msg);
+        if (lazy && st != CF_TIMEOUT)
+            REQUIRE(feed.pulled <= i + 1 + cs * bs, "lazy map: %zu items pulled at item %zu (chunksize %zu, "
+                    "buffersize %zu)", feed.pulled, i, cs, bs);
         if (i == n) {
             REQUIRE(st == CF_END, "map: %s after the last item", sname(st));
             break;
@@ -1436,7 +1494,12 @@ static void op_map(rng *r, bool bytes) {
             continue;
         }
         REQUIRE(st != CF_END, "map: CF_END after %zu of %zu items", i, n);
-        if (st == CF_TASK_FAILED) {
+        if (lazy && st == CF_SHUTDOWN) {
+            /* A refill refused: item i was not submitted, and every item before it was. */
+            REQUIRE(atomic_load(&p->shut), "lazy map item %zu: CF_SHUTDOWN, the pool is not shut down", i);
+            REQUIRE(code == 0 && msg != NULL && strstr(msg, "lazy map") != NULL,
+                    "lazy map item %zu: CF_SHUTDOWN with code %d", i, code);
+        } else if (st == CF_TASK_FAILED) {
             REQUIRE(code != TASK_SELF_CHECK_CODE, "map: a task's self-check failed: %s",
                     msg != NULL ? msg : "(null)");
             REQUIRE(k == K_FAIL, "map item %zu (kind %u) failed with code %d (%s)", i, k, code,
@@ -1466,11 +1529,16 @@ static void op_map(rng *r, bool bytes) {
         }
         /* the map stops at the first failure */
         STAT(S_MAP_FAILED);
+        size_t calls = feed.calls;
         st = bytes ? cf_map_next_bytes(m, &b, &code, &msg) : cf_map_next(m, &v, &code, &msg);
         REQUIRE(st == CF_END, "map: %s after a failed item", sname(st));
+        REQUIRE(feed.calls == calls, "lazy map: next called after a failed item");
         break;
     }
+    size_t calls = feed.calls;
     cf_map_free(m);
+    REQUIRE(feed.calls == calls, "lazy map: cf_map_free called next");
+    free(feed.lent);
     put_pool(p);
 }
 
@@ -1573,8 +1641,10 @@ static void do_op(rng *r) {
     else if (x < 700) OP("retain", op_retain(r));
     else if (x < 780) OP("wait", op_wait(r));
     else if (x < 850) OP("as_completed", op_as_completed(r));
-    else if (x < 900) OP("map", op_map(r, false));
-    else if (x < 930) OP("map_bytes", op_map(r, true));
+    else if (x < 880) OP("map", op_map(r, false, false));
+    else if (x < 900) OP("map_lazy", op_map(r, false, true));
+    else if (x < 920) OP("map_bytes", op_map(r, true, false));
+    else if (x < 930) OP("map_bytes_lazy", op_map(r, true, true));
     else if (x < 940) OP("workers", op_workers());
     else OP("burst", op_burst(r));
 }
@@ -1692,7 +1762,7 @@ static void usage(void) {
             "          [--prefork N: make N pools before the threads start; rotations use them]\n"
             "          [--skip op,op,...]   (ops: rotate submit submit_bytes promise complete_promise\n"
             "           cancel result exception state callback retain wait as_completed map\n"
-            "           map_bytes workers burst)\n",
+            "           map_bytes map_lazy map_bytes_lazy workers burst)\n",
             g_argv0);
     exit(2);
 }

@@ -1,8 +1,11 @@
-//! `Executor.map`: every item submitted at once in chunks of `chunksize` items (one task
-//! each), results read back in input order.
+//! `Executor.map`: items submitted in chunks of `chunksize` items (one task each), results
+//! read back in input order. An eager map submits every chunk at once; a lazy map (a
+//! `Feed`, see `rt::lazy`) keeps `buffersize` chunks in flight and submits one more each
+//! time a chunk has been read back in full, dropping the chunks it has read.
 
 use super::{
     future::CoreRef,
+    lazy::Feed,
     pool::{Pool, SubmitError},
     shared::try_box,
     sync::Arc,
@@ -11,9 +14,12 @@ use super::{
 };
 use crate::{
     future::failure_message,
-    status::{CF_CANCELLED, CF_END, CF_TIMEOUT, cf_status},
+    status::{CF_CANCELLED, CF_END, CF_NO_MEMORY, CF_OS_ERROR, CF_TIMEOUT, cf_status},
 };
-use std::ffi::{c_char, c_int, c_void};
+use std::{
+    collections::VecDeque,
+    ffi::{c_char, c_int, c_void},
+};
 
 /// The items of a map, before they are cut into chunks.
 pub(crate) enum Items<'a> {
@@ -39,15 +45,24 @@ pub(crate) enum Item {
 /// How many chunks a map hands to its pool at once.
 const MAP_BATCH: usize = 8;
 
+/// The most tasks a lazy map's refill pulls and submits together.
+const REFILL_GROUP: usize = 64;
+
 /// An ongoing map.
 pub(crate) struct MapIter {
-    chunks: Vec<Option<CoreRef>>,
+    /// The chunks not yet dropped, from the front: a lazy map drops those it has read
+    /// (`drop_read`), an eager one keeps every entry (`None` once read and let go).
+    chunks: VecDeque<Option<CoreRef>>,
     chunksize: usize,
-    /// Where each chunk's items end, when chunks differ in size (see `task::tasks_of`);
-    /// empty when every chunk but the last holds `chunksize` items.
-    ends: Vec<usize>,
+    /// Where each chunk's items end (the index after its last item), when chunks differ
+    /// in size (see `task::tasks_of`) and always in a lazy map; empty when every chunk but
+    /// the last holds `chunksize` items.
+    ends: VecDeque<usize>,
+    /// The items submitted (all of them for an eager map).
     n: usize,
-    /// Index of the next item, and its chunk and offset there.
+    /// The items of the chunks dropped from the front (`drop_read`).
+    item_base: usize,
+    /// Index of the next item, and its chunk (in `chunks`) and offset there.
     next: usize,
     chunk: usize,
     offset: usize,
@@ -58,6 +73,8 @@ pub(crate) struct MapIter {
     ended: bool,
     keep_results: bool,
     deadline: Deadline,
+    /// A lazy map's input; `None` for an eager map.
+    feed: Option<Box<Feed>>,
 }
 
 impl MapIter {
@@ -154,10 +171,11 @@ impl MapIter {
             flush(&mut chunks, &mut batch)?;
         }
         Ok(MapIter {
-            chunks,
+            chunks: chunks.into(),
             chunksize,
-            ends,
+            ends: ends.into(),
             n,
+            item_base: 0,
             next: 0,
             chunk: 0,
             offset: 0,
@@ -167,7 +185,130 @@ impl MapIter {
             ended: false,
             keep_results,
             deadline,
+            feed: None,
         })
+    }
+
+    /// Starts a lazy map: submits up to `feed.buffersize` chunks. If a submit is refused
+    /// (or an input is refused, or memory runs out), what was submitted is cancelled and
+    /// the status, with the errno of `CF_OS_ERROR` set, is the error.
+    pub(crate) fn start_lazy(
+        feed: Feed,
+        chunksize: usize,
+        deadline: Deadline,
+    ) -> Result<MapIter, cf_status> {
+        let keep_results = feed.is_bytes();
+        let room = feed.buffersize.min(64) + 1;
+        let mut chunks = VecDeque::new();
+        let mut ends = VecDeque::new();
+        chunks
+            .try_reserve_exact(room)
+            .and_then(|()| ends.try_reserve_exact(room))
+            .map_err(|_| CF_NO_MEMORY)?;
+        let feed = try_box(feed).map_err(|_| CF_NO_MEMORY)?;
+        let mut m = MapIter {
+            chunks,
+            chunksize: chunksize.max(1),
+            ends,
+            n: 0,
+            item_base: 0,
+            next: 0,
+            chunk: 0,
+            offset: 0,
+            cur: std::ptr::null(),
+            cur_len: 0,
+            pos: 0,
+            ended: false,
+            keep_results,
+            deadline,
+            feed: Some(feed),
+        };
+        m.refill();
+        match m.feed.as_ref().and_then(|f| f.failure()) {
+            // Dropping the map cancels what it submitted.
+            Some((status, code, _)) => {
+                if status == CF_OS_ERROR {
+                    // SAFETY: errno is this thread's; C code reads it after CF_OS_ERROR.
+                    unsafe { *libc::__errno_location() = code };
+                }
+                Err(status)
+            }
+            None => Ok(m),
+        }
+    }
+
+    /// A lazy map: once `refill_at` chunks of the buffer are free (half of it, at least
+    /// one; at the start, all of it), submits chunks until `buffersize` are in flight
+    /// (submitted and not read back in full) or the input ends. Calls the caller's `next`,
+    /// in this thread. Nothing after the map has ended (a failed item, or a refill that
+    /// failed). Refilling by halves rather than chunk by chunk: with the reader feeding
+    /// faster workers, each submit found them asleep and paid a wake-up (W3-lazy, see
+    /// bench/README.md).
+    fn refill(&mut self) {
+        let Some(feed) = self.feed.as_deref_mut() else {
+            return;
+        };
+        if self.ended {
+            return;
+        }
+        if !self.keep_results {
+            // Pointer values were copied out as they were read: nothing read is lent.
+            Self::drop_read_of(
+                &mut self.chunks,
+                &mut self.ends,
+                &mut self.chunk,
+                &mut self.item_base,
+            );
+        }
+        let mut free = feed.buffersize - (self.chunks.len() - self.chunk);
+        if free < feed.refill_at {
+            return;
+        }
+        while free > 0 && feed.flows() {
+            // Groups of at most `REFILL_GROUP` tasks, so that a huge `buffersize` asks
+            // for no huge reservation.
+            let group = free.min(REFILL_GROUP);
+            if self.chunks.try_reserve(group).is_err() || self.ends.try_reserve(group).is_err() {
+                feed.refused(SubmitError::NoMemory);
+                return;
+            }
+            let Some((cores, counts)) = feed.submit_upto(group) else {
+                return;
+            };
+            free -= cores.len();
+            for (core, k) in cores.into_iter().zip(counts) {
+                self.chunks.push_back(Some(core));
+                self.n += k;
+                self.ends.push_back(self.n);
+            }
+        }
+    }
+
+    /// A lazy map: drops the chunks read in full, at a read (a byte result is lent until
+    /// the next read). Not after the map has ended: failure messages stay lent until the
+    /// map is freed.
+    fn drop_read(&mut self) {
+        if self.feed.is_some() && !self.ended {
+            Self::drop_read_of(
+                &mut self.chunks,
+                &mut self.ends,
+                &mut self.chunk,
+                &mut self.item_base,
+            );
+        }
+    }
+
+    fn drop_read_of(
+        chunks: &mut VecDeque<Option<CoreRef>>,
+        ends: &mut VecDeque<usize>,
+        chunk: &mut usize,
+        item_base: &mut usize,
+    ) {
+        while *chunk > 0 {
+            chunks.pop_front();
+            *item_base = ends.pop_front().expect("a lazy map's chunk has its end");
+            *chunk -= 1;
+        }
     }
 
     /// How many items chunk `ci` holds.
@@ -175,7 +316,9 @@ impl MapIter {
         if self.ends.is_empty() {
             return self.chunksize.min(self.n - ci * self.chunksize);
         }
-        self.ends[ci] - ci.checked_sub(1).map_or(0, |before| self.ends[before])
+        self.ends[ci]
+            - ci.checked_sub(1)
+                .map_or(self.item_base, |before| self.ends[before])
     }
 
     /// Whether this map's results are byte buffers.
@@ -264,6 +407,7 @@ impl MapIter {
             self.offset = 0;
             self.cur_len = 0;
             self.pos = 0;
+            self.refill();
         }
     }
 
@@ -273,7 +417,15 @@ impl MapIter {
             return Item::Ok(v, 0);
         }
         self.leave_used_chunk();
+        self.drop_read();
         if self.ended || self.next == self.n {
+            if let Some((status, code, message)) = self.feed.as_ref().and_then(|f| f.failure())
+                && !self.ended
+            {
+                // A lazy map whose refill failed: this is the first item not submitted.
+                self.cancel_rest();
+                return Item::Failed(status, code, message);
+            }
             return Item::Stop(CF_END);
         }
         let (ci, off) = (self.chunk, self.offset);
@@ -338,6 +490,10 @@ impl MapIter {
             // the chunk go. (Byte results are lent out, so those stay until the map is
             // freed, as do failed chunks, whose messages are lent out.)
             self.chunks[ci] = None;
+        }
+        if chunk_done {
+            // A lazy map: this chunk has been read back in full, so one more may go.
+            self.refill();
         }
         item
     }

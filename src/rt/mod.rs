@@ -6,6 +6,7 @@ pub(crate) mod blocks;
 pub(crate) mod context;
 pub(crate) mod fork;
 pub(crate) mod future;
+pub(crate) mod lazy;
 pub(crate) mod many;
 pub(crate) mod map;
 pub(crate) mod pool;

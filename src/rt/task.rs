@@ -287,7 +287,7 @@ impl Failure {
 
 /// `v` as a boxed slice without a reallocation that could abort: a vector with spare
 /// room is copied into an exact one instead of shrunk. `None` when memory runs out.
-fn exact<T>(mut v: Vec<T>) -> Option<Box<[T]>> {
+pub(crate) fn exact<T>(mut v: Vec<T>) -> Option<Box<[T]>> {
     if v.len() == v.capacity() {
         return Some(v.into_boxed_slice());
     }
