@@ -222,11 +222,9 @@ fn start_lazy(
 /// Items go to the executor in tasks of `chunksize` items (0 means 1), as in `cf_map_new`,
 /// but at most `buffersize` tasks are submitted and not yet read back: this call pulls
 /// and submits the first `buffersize` tasks, and each task whose items have all been read
-/// (`cf_map_next`, `cf_map_next_n`) lets one more in, pulled and submitted inside a read.
-/// Refills go by groups: once half the buffer (`buffersize / 2` tasks, at least 1) has
-/// been read back, the read that frees that much pulls and submits as many tasks together
-/// (one wake-up of the workers for the group rather than one per task). So `next` is
-/// called at most `buffersize × chunksize` items ahead of the reader,
+/// (`cf_map_next`, `cf_map_next_n`) lets one more in, pulled and submitted inside the
+/// read that returns its last item (as Python 3.14 submits one more per result). So
+/// `next` is called at most `buffersize × chunksize` items ahead of the reader,
 /// an endless input works, and memory stays bounded by `buffersize × chunksize` items.
 /// `next` is called only in the thread that calls this function or reads the map, inside
 /// those calls, never concurrently; `state` is the caller's, passed to `next` as is, and

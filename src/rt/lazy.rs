@@ -78,7 +78,7 @@ impl Feed {
             state,
             chunksize: chunksize.max(1),
             buffersize,
-            refill_at: (buffersize / 2).max(1),
+            refill_at: 1,
             held: None,
             end: None,
         }

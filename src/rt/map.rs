@@ -237,13 +237,14 @@ impl MapIter {
         }
     }
 
-    /// A lazy map: once `refill_at` chunks of the buffer are free (half of it, at least
-    /// one; at the start, all of it), submits chunks until `buffersize` are in flight
-    /// (submitted and not read back in full) or the input ends. Calls the caller's `next`,
-    /// in this thread. Nothing after the map has ended (a failed item, or a refill that
-    /// failed). Refilling by halves rather than chunk by chunk: with the reader feeding
-    /// faster workers, each submit found them asleep and paid a wake-up (W3-lazy, see
-    /// bench/README.md).
+    /// A lazy map: once `refill_at` chunks of the buffer are free (one: each chunk read
+    /// back in full lets one more in, as the contract and Python 3.14 say; at the start,
+    /// all of it), submits chunks until `buffersize` are in flight (submitted and not read
+    /// back in full) or the input ends. Calls the caller's `next`, in this thread. Nothing
+    /// after the map has ended (a failed item, or a refill that failed). (Refilling by
+    /// halves of the buffer was measured faster, since each single submit may find the
+    /// workers asleep, but it pulls inputs later than the contract says: see
+    /// bench/README.md, W3-lazy.)
     fn refill(&mut self) {
         let Some(feed) = self.feed.as_deref_mut() else {
             return;
@@ -343,6 +344,11 @@ impl MapIter {
             let v = unsafe { *self.cur.add(self.pos) };
             self.pos += 1;
             self.next += 1;
+            if self.pos == self.cur_len {
+                // The chunk's last item: let it go now, so that a lazy map refills inside
+                // this read, as it does for a chunk read on the slow path.
+                self.leave_used_chunk();
+            }
             Some(v)
         } else {
             None
@@ -366,6 +372,8 @@ impl MapIter {
                 self.pos += k;
                 self.next += k;
                 n += k;
+                // A chunk read to its end goes now (a lazy map refills in this read).
+                self.leave_used_chunk();
                 continue;
             }
             self.leave_used_chunk();
