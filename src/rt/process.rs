@@ -444,6 +444,10 @@ fn encode_outcome(v: &mut Vec<u8>, o: &Outcome) {
             v.push(O_VALUE);
             put_u64(v, *p as usize as u64);
         }
+        Outcome::Owned(o) => {
+            v.push(O_VALUE);
+            put_u64(v, o.value as usize as u64);
+        }
         Outcome::Bytes(b) => {
             v.push(O_BYTES);
             put_u64(v, b.len as u64);
@@ -637,7 +641,7 @@ fn flush_batch(
 /// that several can go out in one system call; `false` (nothing appended) for any other
 /// task.
 fn encode_small(task: &Task, m: &mut Vec<u8>) -> bool {
-    match task {
+    match task.wire() {
         Task::Call(f, arg) => {
             m.extend_from_slice(&header(K_CALL, 16));
             put_u64(m, *f as usize as u64);
@@ -657,18 +661,19 @@ fn encode_small(task: &Task, m: &mut Vec<u8>) -> bool {
 /// The length of the frame `send_task` sends for `task`, header included.
 fn frame_len(task: &Task) -> usize {
     HEADER
-        + match task {
+        + match task.wire() {
             Task::Call(..) => 16,
             Task::Bytes(_, input) => 8 + input.len(),
             Task::Calls(_, chunk) => 16 + 8 * chunk.values.len(),
             Task::ByteChunk(_, inputs) => 16 + inputs.iter().map(|i| 8 + i.len()).sum::<usize>(),
+            Task::Owned(_) => unreachable!("`wire` unwraps owned tasks"),
         }
 }
 
 /// Sends a task to a worker (parent side). Large byte inputs go out straight from their
 /// buffers; calls and small byte inputs as `encode_small` frames them.
 fn send_task(fd: c_int, task: &Task) -> io::Result<()> {
-    match task {
+    match task.wire() {
         Task::Bytes(f, input) if input.len() >= SHM_MIN => {
             let mut m = Vec::with_capacity(HEADER + 8);
             m.extend_from_slice(&header(K_BYTES, 8 + input.len()));
@@ -981,7 +986,7 @@ impl ProcWorker {
     /// the arena (made, or replaced by a larger one, while idle); if no arena can be had,
     /// through the socket. `NoRoom` also when its frame may not go out yet (`may_send`).
     fn send(&mut self, task: &Task, idle: bool) -> io::Result<Sent> {
-        let Task::Bytes(f, input) = task else {
+        let Task::Bytes(f, input) = task.wire() else {
             return self.send_inline(task);
         };
         if input.len() < SHM_MIN {
@@ -1832,7 +1837,11 @@ impl ProcShared {
                     break;
                 };
                 if let Some(task) = job.start() {
-                    unsent.push_back((job, task));
+                    // A deadline passed before the task went out: it never runs.
+                    match task.unless_expired() {
+                        Ok(task) => unsent.push_back((job, task)),
+                        Err(outcome) => drop(job.finish(outcome)),
+                    }
                 }
             }
             // 2. Send it, as far as this worker may take it.
@@ -1956,6 +1965,9 @@ impl ProcShared {
                 worker.answered();
                 let ((job, task), slot) =
                     inflight.pop_front().expect("an answer to a task in flight");
+                // An owned task's result is freed with the future; its `arg_free` runs
+                // as the task drops.
+                let outcome = task.adopt(outcome);
                 drop(task);
                 if let (Some(slot), Some(arena)) = (slot, worker.arena.as_mut()) {
                     arena.free(slot);
@@ -2002,6 +2014,19 @@ impl ProcShared {
             }
         }
     }
+
+    /// The timer's hook for a task with a deadline (`cf_task.timeout`) that is RUNNING
+    /// on this pool when its deadline passes: started by a proxy, so either sent to a
+    /// worker process (running there, or sent ahead behind another task) or about to be
+    /// sent. Not wired yet (it waits for the split of this module): the task runs to its
+    /// end and its future finishes as if it had no deadline. What it must do: find the
+    /// proxy whose pipeline holds `core`; if that worker runs it now (the oldest in
+    /// flight), kill the worker (`SIGKILL`), finish the future with
+    /// `owned::deadline_outcome(timeout, Where::InProcess(pid))`, re-send the tasks sent
+    /// ahead to it (as after a crash) and drop the task (its `arg_free`); if it was sent
+    /// ahead or not sent yet, take it out unrun and finish it with `Where::NotStarted`.
+    /// Called on the timer thread, holding no lock.
+    pub(crate) fn deadline_passed_running(&self, _core: &super::future::CoreRef, _timeout: f64) {}
 
     /// Starts a replacement worker for this proxy and waits until it is ready. A worker
     /// lost while starting (killed from outside) is tried again a few times; a failed
