@@ -1847,6 +1847,14 @@ impl ProcShared {
             // 2. Send it, as far as this worker may take it.
             let mut channel_broken = false;
             while let Some((job, task)) = unsent.pop_front() {
+                // Taken for this worker earlier; its deadline may have passed since.
+                let task = match task.unless_expired() {
+                    Ok(task) => task,
+                    Err(outcome) => {
+                        drop(job.finish(outcome));
+                        continue;
+                    }
+                };
                 if w.is_none() {
                     match self.replace(pool) {
                         Ok(fresh) => w = Some(fresh),
