@@ -170,14 +170,13 @@ static void mixed_deadlines(void) {
     gate_destroy(&g2);
 }
 
-static void *never_completes_promise_holder(void *arg) { return arg; }
-
 static void wait_first_exception(void) {
     px_phase("cf_wait FIRST_EXCEPTION and cf_future_exception");
+    gate_init(&g2);
     cf_executor *ex = thread_pool(1);
     cf_future *p = NULL;
     CHECK_OK(cf_future_new(&p));
-    cf_future *d = submit_t(ex, never_completes_promise_holder, NULL, 0.05, NULL);
+    cf_future *d = submit_t(ex, overruns, NULL, 0.05, NULL);
     cf_future *fs[2] = {p, d};
     bool done[2] = {false, false};
     size_t n_done = 0;
@@ -196,8 +195,10 @@ static void wait_first_exception(void) {
     CHECK(CF_DEADLINE == 12);
     cf_future *fs2[2] = {p, z};
     CHECK_OK(cf_wait(fs2, 2, CF_FIRST_EXCEPTION, 0, NULL, NULL));
-    cf_executor_free(ex);
     CHECK(atomic_load(&ran) == 0);
+    gate_open(&g2);
+    cf_executor_free(ex);
+    gate_destroy(&g2);
     CHECK_OK(cf_future_set_result(p, NULL));
     cf_future_release(p);
     cf_future_release(d);
