@@ -264,7 +264,7 @@ pub unsafe extern "C" fn cf_future_add_done_callback_owned(
             Ok(()) => CF_OK,
             Err(cb) => {
                 // Not registered: nothing is called.
-                cb.disarm();
+                (*cb).disarm();
                 CF_NO_MEMORY
             }
         }

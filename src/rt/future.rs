@@ -685,7 +685,7 @@ impl Core {
         // SAFETY: we won the claim: no one else reads or writes the slot until FINISHED;
         // `cur` has the kind of what it held, which moves to `old`.
         let kind = self.slot.with_mut(|slot| unsafe {
-            mem::swap(&mut *slot, &mut old);
+            std::ptr::swap(slot, &mut old);
             (*slot).put_outcome(outcome)
         });
         // Release: publishes the outcome with the FINISHED phase and its kind. COMPLETING

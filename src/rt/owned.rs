@@ -66,7 +66,7 @@ impl OwnedCallback {
     }
 
     /// Drops it without calling anything (it was never registered).
-    pub(crate) fn disarm(mut self: Box<Self>) {
+    pub(crate) fn disarm(mut self) {
         self.free = no_free;
     }
 }

@@ -239,3 +239,45 @@ fn expire(process: bool, pool: Option<&Pool>, e: Entry) {
         pool.deadline_passed_running(&e.core, timeout);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rt::future::Core;
+    use crate::status::CF_DEADLINE;
+    use std::time::Duration;
+
+    /// Entries go when removed (the future's reference with them), a passed deadline
+    /// finishes its pending future with `CF_DEADLINE` on the timer thread, a stale heap
+    /// is compacted, and `stop` ends the thread.
+    #[test]
+    fn deadlines_fire_and_removed_entries_go() {
+        let timer = Timer::new(false, "t_timer".to_owned());
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut ids = Vec::new();
+        for _ in 0..1000 {
+            let f = Core::promise();
+            let id = timer.next_id();
+            timer.add(id, Weak::new(), far, 3600.0, f.clone()).unwrap();
+            assert_eq!(CoreRef::strong_count(&f), 2);
+            ids.push((id, f));
+        }
+        for (id, f) in &ids {
+            timer.remove(*id);
+            assert_eq!(CoreRef::strong_count(f), 1);
+        }
+        assert_eq!(timer.pending(), 0);
+        assert!(timer.lock().heap.len() < COMPACT_FROM * 2);
+        let soon = Core::promise();
+        let id = timer.next_id();
+        let at = Instant::now() + Duration::from_millis(20);
+        timer.add(id, Weak::new(), at, 0.02, soon.clone()).unwrap();
+        assert!(soon.wait(crate::rt::time::Deadline::from_timeout(10.0).unwrap()));
+        let late = Instant::now().saturating_duration_since(at);
+        assert!(late < Duration::from_secs(2), "{late:?}");
+        let (status, code, _) = soon.outcome().unwrap().error().unwrap();
+        assert_eq!((status, code), (CF_DEADLINE, libc::ETIMEDOUT));
+        assert_eq!(timer.pending(), 0);
+        timer.stop().unwrap().join().unwrap();
+    }
+}
