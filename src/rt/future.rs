@@ -70,6 +70,10 @@ const COMPLETING: u32 = 2;
 const FINISHED: u32 = 3;
 /// Cancelled before it started.
 const CANCELLED: u32 = 4;
+/// A worker won `start` of an owned task (`Kind::Owned`) and is taking it out of the slot;
+/// readers see "running". A completer other than the worker (the deadline timer) waits
+/// for RUNNING before it claims the slot (see `start`).
+const STARTING: u32 = 5;
 /// Mask of the phase bits.
 const PHASE: u32 = 0b111;
 /// Set once any listener was registered: the completer must drain the list.
@@ -528,7 +532,7 @@ impl Core {
         // Acquire: a caller that sees FINISHED goes on to read the outcome.
         match self.state.load(Ordering::Acquire) & PHASE {
             PENDING => Phase::Pending,
-            RUNNING | COMPLETING => Phase::Running,
+            RUNNING | COMPLETING | STARTING => Phase::Running,
             FINISHED => Phase::Finished,
             CANCELLED => Phase::Cancelled,
             _ => unreachable!("invalid future phase"),
@@ -596,7 +600,9 @@ impl Core {
     /// (or completed by someone else) before it started.
     pub(crate) fn start(&self) -> Option<Task> {
         // AcqRel: the winner owns the slot and takes the task out; the kind becomes
-        // `Empty` in the same step, so nobody drops the task again.
+        // `Empty` in the same step, so nobody drops the task again. An owned task (which
+        // may have a deadline, whose timer may claim a RUNNING future at any time) goes
+        // through STARTING instead, keeping its kind until it is taken out.
         let cur = self
             .transition(
                 |cur| {
@@ -606,14 +612,31 @@ impl Core {
                         Err(())
                     }
                 },
-                |cur| (cur & !(PHASE | KIND)) | RUNNING,
+                |cur| {
+                    if Kind::of(cur) == Kind::Owned {
+                        (cur & !PHASE) | STARTING
+                    } else {
+                        (cur & !(PHASE | KIND)) | RUNNING
+                    }
+                },
             )
             .ok()?;
-        // SAFETY: winning PENDING → RUNNING makes us the only one touching the slot until
-        // we claim it; `cur` has its kind, now recorded as `Empty`. (A promise marked
+        // SAFETY: winning PENDING → RUNNING (or STARTING) makes us the only one touching
+        // the slot until we claim it (or publish RUNNING); `cur` has its kind, now
+        // recorded as `Empty` (or still `Owned`, cleared below). (A promise marked
         // running through the executor path has no task: `None`.)
-        self.slot
-            .with_mut(|slot| unsafe { (*slot).take_task(Kind::of(cur)) })
+        let task = self
+            .slot
+            .with_mut(|slot| unsafe { (*slot).take_task(Kind::of(cur)) });
+        if Kind::of(cur) == Kind::Owned {
+            // Release: orders the take of the task above before the write of a completer
+            // that acquires RUNNING (`claim` waits out STARTING). STARTING - RUNNING and
+            // the kind's bits are exactly what the word holds above LISTENERS' neighbours,
+            // so the subtraction leaves LISTENERS as it is.
+            self.state
+                .fetch_sub((STARTING - RUNNING) + Kind::Owned.bits(), Ordering::Release);
+        }
+        task
     }
 
     /// Completes the future with `outcome` (result, byte result or failure).
@@ -662,6 +685,13 @@ impl Core {
         self.transition(
             |cur| match cur & PHASE {
                 phase @ (PENDING | RUNNING) => allow(phase),
+                STARTING => {
+                    // A worker is taking its task out of the slot: wait until it has, then
+                    // look again (the CAS fails on the stale word and `check` sees the new
+                    // one).
+                    self.wait_out(STARTING);
+                    Ok(())
+                }
                 COMPLETING => {
                     // Another completer is writing its outcome: wait for it to publish,
                     // so that a caller told "already done" finds the future done.
@@ -704,8 +734,14 @@ impl Core {
     /// Waits out another thread's COMPLETING phase (a few stores long; it never runs user
     /// code), so that whoever lost the race to complete sees the future done.
     fn wait_published(&self) {
+        self.wait_out(COMPLETING);
+    }
+
+    /// Spins while the phase is `phase` (COMPLETING or STARTING: a few stores long, no
+    /// user code). Acquire: pairs with the Release that ends the phase.
+    fn wait_out(&self, phase: u32) {
         let backoff = Backoff::new();
-        while self.state.load(Ordering::Acquire) & PHASE == COMPLETING {
+        while self.state.load(Ordering::Acquire) & PHASE == phase {
             if cfg!(cfutures_loom) {
                 thread::yield_now();
             } else {
