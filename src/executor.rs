@@ -21,8 +21,9 @@ pub const CF_MAX_WORKERS: usize = 1024;
 /// (exactly once). Safe to use from any thread, including from its own tasks and from
 /// done callbacks.
 ///
-/// Methods: `cf_submit`, `cf_submit_bytes`, `cf_map_new`, `cf_map_bytes_new`,
-/// `cf_executor_shutdown`, `cf_executor_worker_count`, `cf_executor_free`.
+/// Methods: `cf_submit`, `cf_submit_bytes`, `cf_submit_task`, `cf_submit_bytes_task`,
+/// `cf_map_new`, `cf_map_bytes_new`, `cf_executor_shutdown`, `cf_executor_worker_count`,
+/// `cf_executor_free`.
 pub struct cf_executor {
     pool: std::sync::Arc<Pool>,
 }
