@@ -120,8 +120,9 @@ typedef struct cf_as_completed cf_as_completed;
  * (exactly once). Safe to use from any thread, including from its own tasks and from
  * done callbacks.
  *
- * Methods: `cf_submit`, `cf_submit_bytes`, `cf_map_new`, `cf_map_bytes_new`,
- * `cf_executor_shutdown`, `cf_executor_worker_count`, `cf_executor_free`.
+ * Methods: `cf_submit`, `cf_submit_bytes`, `cf_submit_task`, `cf_submit_bytes_task`,
+ * `cf_map_new`, `cf_map_bytes_new`, `cf_executor_shutdown`, `cf_executor_worker_count`,
+ * `cf_executor_free`.
  */
 typedef struct cf_executor cf_executor;
 
@@ -139,7 +140,8 @@ typedef struct cf_executor cf_executor;
  * `cf_future_exception`, `cf_future_add_done_callback`, `cf_future_retain`,
  * `cf_future_release`; for promises `cf_future_new`,
  * `cf_future_set_running_or_notify_cancel`, `cf_future_set_result`,
- * `cf_future_set_exception`.
+ * `cf_future_set_exception`; and, owning what they are given,
+ * `cf_future_set_result_owned` and `cf_future_add_done_callback_owned`.
  */
 typedef struct cf_future cf_future;
 
@@ -329,7 +331,7 @@ typedef uint32_t cf_return_when;
 #define CF_STATE_CANCELLED 2
 
 /**
- * Finished: with a result, or failed (`CF_TASK_FAILED`, `CF_BROKEN`).
+ * Finished: with a result, or failed (`CF_TASK_FAILED`, `CF_BROKEN`, `CF_DEADLINE`).
  */
 #define CF_STATE_FINISHED 3
 
@@ -411,8 +413,8 @@ typedef uint32_t cf_return_when;
 #define CF_FIRST_COMPLETED 0
 
 /**
- * Return when any future fails (`CF_TASK_FAILED` or `CF_BROKEN`; a cancelled one does
- * not count), or when all are done.
+ * Return when any future fails (`CF_TASK_FAILED`, `CF_BROKEN` or `CF_DEADLINE`; a
+ * cancelled one does not count), or when all are done.
  */
 #define CF_FIRST_EXCEPTION 1
 
@@ -630,6 +632,9 @@ cf_status cf_future_wait(struct cf_future *f, double timeout);
  *   which stays owned by the future).
  * - `CF_TASK_FAILED`: the task called `cf_raise` (see `cf_future_exception`).
  * - `CF_BROKEN`: the executor broke before or while running it.
+ * - `CF_DEADLINE`: the task's own time limit (`cf_task.timeout`) passed first: an
+ *   outcome of the future, not the expiry of this wait (a loop that waits again on
+ *   `CF_TIMEOUT` ends).
  * - `CF_CANCELLED`: `f` was cancelled.
  * - `CF_NO_MEMORY`: the outcome could not be stored for lack of memory (only a map
  *   chunk's results; see the preamble); `cf_future_exception` gives `ENOMEM`.
@@ -646,8 +651,9 @@ cf_status cf_future_result(struct cf_future *f, double timeout, void **result);
  * `exception()`.
  *
  * Returns the same status as `cf_future_result`. With `CF_OK` it writes `*code = 0` and
- * `*message = NULL`; with `CF_TASK_FAILED`, `CF_BROKEN` or `CF_NO_MEMORY` it writes the
- * error's code and message (the message may be NULL; when memory ran out while the
+ * `*message = NULL`; with `CF_TASK_FAILED`, `CF_BROKEN`, `CF_DEADLINE` (code `ETIMEDOUT`,
+ * a message saying which limit passed and where the task was) or `CF_NO_MEMORY` it writes
+ * the error's code and message (the message may be NULL; when memory ran out while the
  * error was recorded, it is a fixed "cfutures: out of memory ..." text). The message is owned by the future and stays valid
  * while the future lives; do not free it. With `CF_CANCELLED` and `CF_TIMEOUT` nothing
  * is written. `f`, `code` and `message` must not be NULL (`CF_INVALID_ARGUMENT`).
