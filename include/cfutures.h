@@ -297,8 +297,9 @@ typedef struct cf_task {
      */
     cf_free_fn result_free;
     /**
-     * The task's time limit in seconds from `cf_submit_task`; negative (`CF_FOREVER`):
-     * none; 0: already passed (the task never runs). NaN is `CF_INVALID_ARGUMENT`.
+     * The task's time limit in seconds from `cf_submit_task`; negative (`CF_FOREVER`),
+     * infinite or too large to represent: none; 0: already passed (the task never runs).
+     * NaN is `CF_INVALID_ARGUMENT`.
      * A task that has not started when it passes never runs: its future finishes with
      * `CF_DEADLINE`. A task still running then: on a thread pool its future finishes
      * with `CF_DEADLINE` at once (waiters wake, callbacks run, on the pool's timer

@@ -53,8 +53,9 @@ pub struct cf_task {
     /// or did not run. On a process pool it is called in the parent on the pointer-sized
     /// value the worker returned. NULL: nothing to free.
     pub result_free: cf_free_fn,
-    /// The task's time limit in seconds from `cf_submit_task`; negative (`CF_FOREVER`):
-    /// none; 0: already passed (the task never runs). NaN is `CF_INVALID_ARGUMENT`.
+    /// The task's time limit in seconds from `cf_submit_task`; negative (`CF_FOREVER`),
+    /// infinite or too large to represent: none; 0: already passed (the task never runs).
+    /// NaN is `CF_INVALID_ARGUMENT`.
     /// A task that has not started when it passes never runs: its future finishes with
     /// `CF_DEADLINE`. A task still running then: on a thread pool its future finishes
     /// with `CF_DEADLINE` at once (waiters wake, callbacks run, on the pool's timer
