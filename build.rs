@@ -76,6 +76,11 @@ fn version_macros(major: &str, minor: &str, patch: &str) -> String {
 #define CF_VERSION_CHECK(major, minor, patch) \
     (CF_VERSION_NUMBER >= ((major) * 10000 + (minor) * 100 + (patch)))
 
+/** An initialiser for `cf_task`: no function yet, no argument, nothing to free, no time
+ *  limit. Set `fn` (required) and what else the task needs:
+ *  `cf_task t = CF_TASK_INIT; t.fn = work; t.arg = p; t.arg_free = free;` */
+#define CF_TASK_INIT {{NULL, NULL, NULL, NULL, CF_FOREVER}}
+
 "#
     )
 }

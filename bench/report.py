@@ -23,7 +23,7 @@ TITLES = {
     "py-threads": "CPython threads",
     "py-processes": "CPython processes",
 }
-WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-lazy", "W3-c10", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4"]
+WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-lazy", "W3-c10", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4", "D1-p50", "D1-p99", "D1-idle"]
 DESCR = {
     "W1": "burst: submit N no-ops, keep futures, collect",
     "W2": "ping-pong: submit one, wait, N times",
@@ -42,6 +42,9 @@ DESCR = {
     "P1-1MiB": "process pool: N x 1 MiB in and out (MiB/s each way)",
     "P1-1MiB-w4": "P1-1MiB for cfutures with at most 4 tasks in flight",
     "P1-1MiB-map4": "process pool: map_bytes N x 1 MiB, chunksize 4 (MiB/s each way)",
+    "D1-p50": "deadlines: median lateness of N thread-task futures past their deadlines (ms)",
+    "D1-p99": "deadlines: 99th-percentile lateness of the same (ms)",
+    "D1-idle": "deadlines: CPU of a held 2-worker pool with N deadlines an hour away, over 10 s",
 }
 PROBES = [
     ("fresh_private", "copy into fresh private pages (mmap + MADV_POPULATE_WRITE + memcpy)"),
@@ -50,9 +53,11 @@ PROBES = [
     ("task_work", "the P1 task's own work (+1 on every byte, a byte loop)"),
 ]
 HIGHER_IS_BETTER = {"tasks/s": True, "items/s": True, "MiB/s": True,
-                    "us/roundtrip": False, "bytes/future": False, "ms-cpu": False}
+                    "us/roundtrip": False, "bytes/future": False, "ms-cpu": False,
+                    "ms-late": False}
 UNIT_LABEL = {"tasks/s": "tasks/s", "items/s": "items/s", "MiB/s": "MiB/s",
-              "us/roundtrip": "µs/round trip", "bytes/future": "bytes/future", "ms-cpu": "ms CPU"}
+              "us/roundtrip": "µs/round trip", "bytes/future": "bytes/future", "ms-cpu": "ms CPU",
+              "ms-late": "ms late"}
 
 ANCHOR_NOTES = """\
 - **Boost.Asio**: `boost::asio::thread_pool`, one `std::packaged_task` posted per task and its `std::future` kept (W1, W2, W6, W7). W3: one packaged_task per chunk of the same chunksize writing into the output vector, futures awaited in order. W4: **n/a**, `std::future` has no completion-order wait. W5: no future callbacks in Asio; its idiom is a completion handler the posted function invokes, here inline on the worker.

@@ -53,13 +53,15 @@ else
 fi
 
 # Workloads and their N: full, quick. W8's N is seconds of idling.
-WORKLOADS=(W1 W2 W3 W3-1 W3-lazy W3-c10 W4 W5 W6 W7 W8 P1-submit P1-map1 P1-map100 P1-1MiB P1-1MiB-w4 P1-1MiB-map4)
+WORKLOADS=(W1 W2 W3 W3-1 W3-lazy W3-c10 W4 W5 W6 W7 W8 P1-submit P1-map1 P1-map100 P1-1MiB P1-1MiB-w4 P1-1MiB-map4 D1-p50 D1-p99 D1-idle)
 declare -A N_FULL=([W1]=1000000 [W2]=100000 [W3]=1000000 [W3-1]=1000000 [W3-lazy]=1000000 [W3-c10]=1000000 [W4]=100000 [W5]=1000000
                    [W6]=1000000 [W7]=1000000 [W8]=10 [P1-submit]=10000 [P1-map1]=10000
-                   [P1-map100]=10000 [P1-1MiB]=64 [P1-1MiB-w4]=64 [P1-1MiB-map4]=64)
+                   [P1-map100]=10000 [P1-1MiB]=64 [P1-1MiB-w4]=64 [P1-1MiB-map4]=64
+                   [D1-p50]=10000 [D1-p99]=10000 [D1-idle]=100000)
 declare -A N_QUICK=([W1]=10000 [W2]=1000 [W3]=10000 [W3-1]=10000 [W3-lazy]=10000 [W3-c10]=10000 [W4]=1000 [W5]=10000
                     [W6]=10000 [W7]=10000 [W8]=2 [P1-submit]=1000 [P1-map1]=1000
-                    [P1-map100]=1000 [P1-1MiB]=8 [P1-1MiB-w4]=8 [P1-1MiB-map4]=8)
+                    [P1-map100]=1000 [P1-1MiB]=8 [P1-1MiB-w4]=8 [P1-1MiB-map4]=8
+                    [D1-p50]=1000 [D1-p99]=1000 [D1-idle]=10000)
 THREAD_IMPLS=(cfutures asio glib tbb libuv rust-threadpool py-threads)
 PROCESS_IMPLS=(cfutures py-processes)
 
@@ -186,6 +188,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
             *) impls=("${THREAD_IMPLS[@]}") ;;
         esac
         case "$w" in P1-1MiB-w4) impls=(cfutures) ;; esac # cfutures' own variant of P1-1MiB
+        case "$w" in D1-*) impls=(cfutures) ;; esac # task deadlines: no anchor has them
         # rotate the order each repetition so no implementation always runs first
         k=$(( (rep - 1) % ${#impls[@]} ))
         order=("${impls[@]:k}" "${impls[@]:0:k}")

@@ -29,6 +29,7 @@ static const entry entries[] = {
     {CF_NO_MEMORY, 9, "CF_NO_MEMORY"},
     {CF_OS_ERROR, 10, "CF_OS_ERROR"},
     {CF_PANIC, 11, "CF_PANIC"},
+    {CF_DEADLINE, 12, "CF_DEADLINE"},
 };
 #define N_ENTRIES (sizeof entries / sizeof entries[0])
 
@@ -61,7 +62,7 @@ int main(void) {
             CHECK(strcmp(cf_status_name(entries[i].s), cf_status_name(entries[j].s)) != 0);
 
     /* Unknown values: a fixed name, never NULL, never a crash. */
-    cf_status unknown[] = {(cf_status)(CF_PANIC + 1), (cf_status)12, (cf_status)42,
+    cf_status unknown[] = {(cf_status)(CF_DEADLINE + 1), (cf_status)13, (cf_status)42,
                            (cf_status)1000, (cf_status)0x7fffffff, (cf_status)-1};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *n = cf_status_name(unknown[i]);

@@ -85,6 +85,11 @@
 #define CF_VERSION_CHECK(major, minor, patch) \
     (CF_VERSION_NUMBER >= ((major) * 10000 + (minor) * 100 + (patch)))
 
+/** An initialiser for `cf_task`: no function yet, no argument, nothing to free, no time
+ *  limit. Set `fn` (required) and what else the task needs:
+ *  `cf_task t = CF_TASK_INIT; t.fn = work; t.arg = p; t.arg_free = free;` */
+#define CF_TASK_INIT {NULL, NULL, NULL, NULL, CF_FOREVER}
+
 
 
 /**
@@ -115,14 +120,15 @@ typedef struct cf_as_completed cf_as_completed;
  * (exactly once). Safe to use from any thread, including from its own tasks and from
  * done callbacks.
  *
- * Methods: `cf_submit`, `cf_submit_bytes`, `cf_map_new`, `cf_map_bytes_new`,
- * `cf_executor_shutdown`, `cf_executor_worker_count`, `cf_executor_broken_reason`,
- * `cf_executor_free`.
+ * Methods: `cf_submit`, `cf_submit_bytes`, `cf_submit_task`, `cf_submit_bytes_task`,
+ * `cf_map_new`, `cf_map_bytes_new`, `cf_executor_shutdown`, `cf_executor_worker_count`,
+ * `cf_executor_broken_reason`, `cf_executor_free`.
  *
  * **After `fork()`.** An executor belongs to the process that made it. In a child that
  * the program forks after making it, the executor has no workers (threads are not
  * copied by `fork`, and the worker processes are the parent's): every call that would
- * start work on it (`cf_submit`, `cf_submit_bytes`, `cf_map_new`, `cf_map_bytes_new`)
+ * start work on it (`cf_submit`, `cf_submit_bytes`, `cf_submit_task`,
+ * `cf_submit_bytes_task`, `cf_map_new`, `cf_map_bytes_new`, the lazy maps)
  * returns `CF_BROKEN` at once, and `cf_executor_broken_reason` says that the executor
  * belongs to process N and that a new one must be made after `fork()`. There,
  * `cf_executor_shutdown` returns `CF_OK` and does nothing, `cf_executor_worker_count`
@@ -148,7 +154,8 @@ typedef struct cf_executor cf_executor;
  * `cf_future_exception`, `cf_future_add_done_callback`, `cf_future_retain`,
  * `cf_future_release`; for promises `cf_future_new`,
  * `cf_future_set_running_or_notify_cancel`, `cf_future_set_result`,
- * `cf_future_set_exception`.
+ * `cf_future_set_exception`; and, owning what they are given,
+ * `cf_future_set_result_owned` and `cf_future_add_done_callback_owned`.
  */
 typedef struct cf_future cf_future;
 
@@ -283,6 +290,65 @@ typedef bool (*cf_next_fn)(void *state, void **item);
 typedef bool (*cf_next_bytes_fn)(void *state, const void **data, size_t *len);
 
 /**
+ * A function that frees what a pointer points to, such as `free`: called exactly once
+ * with the pointer it was given for (`cf_task.arg_free`, `cf_task.result_free`,
+ * `cf_future_set_result_owned`, `cf_future_add_done_callback_owned`).
+ *
+ * It may run on any thread (a worker, the thread that cancels or releases a future, a
+ * pool's timer thread), so it must be safe to call there. It must not unwind out of its
+ * frame. `cf_raise` inside it does nothing.
+ */
+typedef void (*cf_free_fn)(void *p);
+
+/**
+ * A task described in full, for `cf_submit_task`: the function and its argument, how to
+ * free the argument and the result, and the task's own time limit.
+ *
+ * Initialise it with `CF_TASK_INIT` (`{NULL, NULL, NULL, NULL, CF_FOREVER}`) and set
+ * what you need; `cf_submit_task` reads it during the call only.
+ */
+typedef struct cf_task {
+    /**
+     * The task, required: gets `arg`, returns the future's result (as for `cf_submit`).
+     */
+    cf_fn fn;
+    /**
+     * Passed to `fn`.
+     */
+    void *arg;
+    /**
+     * Called as `arg_free(arg)` exactly once, as soon as the task is done with `arg`:
+     * right after `fn(arg)` returns, or when the task ends without running (cancelled,
+     * cancelled by `cf_executor_shutdown` with `cancel_futures`, failed by a broken
+     * pool, its deadline passed first), in whichever thread that happens. On a process
+     * pool it is called in the parent on the parent's `arg`, once the task's outcome is
+     * known. NULL: nothing to free.
+     */
+    cf_free_fn arg_free;
+    /**
+     * Called as `result_free(result)` exactly once on the result of a task that
+     * succeeded: when the future's last reference is released (after its done
+     * callbacks), or when the result is discarded (a thread-pool task that ran past its
+     * deadline, at its end, on its worker). Never for a task that failed, was cancelled
+     * or did not run. On a process pool it is called in the parent on the pointer-sized
+     * value the worker returned. NULL: nothing to free.
+     */
+    cf_free_fn result_free;
+    /**
+     * The task's time limit in seconds from `cf_submit_task`; negative (`CF_FOREVER`),
+     * infinite or too large to represent: none; 0: already passed (the task never runs).
+     * NaN is `CF_INVALID_ARGUMENT`.
+     * A task that has not started when it passes never runs: its future finishes with
+     * `CF_DEADLINE`. A task still running then: on a thread pool its future finishes
+     * with `CF_DEADLINE` at once (waiters wake, callbacks run, on the pool's timer
+     * thread) while the task runs on to its end on its worker, which stays busy, and its
+     * result is then discarded through `result_free`. On a process pool its worker
+     * process is killed and the pool goes on with a new one (see `cf_submit_task`).
+     */
+    double timeout;
+} cf_task;
+
+/**
  * What `cf_wait` waits for: a fixed-width integer with the `CF_*` values below; any
  * other value is `CF_INVALID_ARGUMENT`.
  */
@@ -304,7 +370,7 @@ typedef uint32_t cf_return_when;
 #define CF_STATE_CANCELLED 2
 
 /**
- * Finished: with a result, or failed (`CF_TASK_FAILED`, `CF_BROKEN`).
+ * Finished: with a result, or failed (`CF_TASK_FAILED`, `CF_BROKEN`, `CF_DEADLINE`).
  */
 #define CF_STATE_FINISHED 3
 
@@ -372,13 +438,22 @@ typedef uint32_t cf_return_when;
 #define CF_PANIC 11
 
 /**
+ * A task's own time limit (`cf_task.timeout`) passed: it had not started by then (it
+ * never runs), or it ran past it (on a process pool its worker process is killed; on a
+ * thread pool it runs on and its result is discarded through `result_free`). An outcome
+ * of the future, never the expiry of a wait; `cf_future_exception` gives the code
+ * `ETIMEDOUT` and a message saying which limit passed and where the task was.
+ */
+#define CF_DEADLINE 12
+
+/**
  * Return when any future is done (finished or cancelled).
  */
 #define CF_FIRST_COMPLETED 0
 
 /**
- * Return when any future fails (`CF_TASK_FAILED` or `CF_BROKEN`; a cancelled one does
- * not count), or when all are done.
+ * Return when any future fails (`CF_TASK_FAILED`, `CF_BROKEN` or `CF_DEADLINE`; a
+ * cancelled one does not count), or when all are done.
  */
 #define CF_FIRST_EXCEPTION 1
 
@@ -610,6 +685,9 @@ cf_status cf_future_wait(struct cf_future *f, double timeout);
  *   which stays owned by the future).
  * - `CF_TASK_FAILED`: the task called `cf_raise` (see `cf_future_exception`).
  * - `CF_BROKEN`: the executor broke before or while running it.
+ * - `CF_DEADLINE`: the task's own time limit (`cf_task.timeout`) passed first: an
+ *   outcome of the future, not the expiry of this wait (a loop that waits again on
+ *   `CF_TIMEOUT` ends).
  * - `CF_CANCELLED`: `f` was cancelled.
  * - `CF_NO_MEMORY`: the outcome could not be stored for lack of memory (only a map
  *   chunk's results; see the preamble); `cf_future_exception` gives `ENOMEM`.
@@ -626,8 +704,9 @@ cf_status cf_future_result(struct cf_future *f, double timeout, void **result);
  * `exception()`.
  *
  * Returns the same status as `cf_future_result`. With `CF_OK` it writes `*code = 0` and
- * `*message = NULL`; with `CF_TASK_FAILED`, `CF_BROKEN` or `CF_NO_MEMORY` it writes the
- * error's code and message (the message may be NULL; when memory ran out while the
+ * `*message = NULL`; with `CF_TASK_FAILED`, `CF_BROKEN`, `CF_DEADLINE` (code `ETIMEDOUT`,
+ * a message saying which limit passed and where the task was) or `CF_NO_MEMORY` it writes
+ * the error's code and message (the message may be NULL; when memory ran out while the
  * error was recorded, it is a fixed "cfutures: out of memory ..." text). The message is owned by the future and stays valid
  * while the future lives; do not free it. With `CF_CANCELLED` and `CF_TIMEOUT` nothing
  * is written. `f`, `code` and `message` must not be NULL (`CF_INVALID_ARGUMENT`).
@@ -916,6 +995,86 @@ void cf_map_free(struct cf_map *m);
  * `cf_status` code it returns `"CF_UNKNOWN_STATUS"`. Do not free the result.
  */
 const char *cf_status_name(cf_status s);
+
+/**
+ * Schedules `task->fn(task->arg)` with the ownership and time limit `task` describes,
+ * and gives its future. `cf_submit(ex, fn, arg, &f)` is this with
+ * `{fn, arg, NULL, NULL, CF_FOREVER}`.
+ *
+ * `task` is read during the call only. On `CF_OK`, `*out` is a new future holding one
+ * reference for the caller (`cf_future_release`), and from then on the library calls
+ * `task->arg_free` and `task->result_free` as `cf_task` says, each exactly once.
+ *
+ * Deadlines (`task->timeout`) cost nothing while none is due: each pool keeps one heap
+ * of them and one timer thread (started at the pool's first deadline, ended by
+ * `cf_executor_shutdown` with wait), which sleeps until the earliest is due; a future
+ * finishes within a few milliseconds of its deadline however many are pending. A
+ * future whose deadline passed finishes with `CF_DEADLINE` (code `ETIMEDOUT`, a message
+ * saying which limit passed and where the task was): at once for a `timeout` of 0 (the
+ * task never runs); otherwise on the pool's timer thread, which then runs its done
+ * callbacks. On a process pool, a task that has not been started by a worker's parent
+ * side thread when its deadline passes never runs. (A task already handed to a worker
+ * process, running or sent ahead, is not yet stopped by its deadline in this version: it
+ * runs to its end and its future finishes with its own outcome.)
+ *
+ * When the call fails it has done nothing: neither free function is called and `arg`
+ * is still the caller's. Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `task`,
+ * `task->fn` or `out`, or a NaN `timeout`; otherwise the statuses of `cf_submit`
+ * (`CF_SHUTDOWN`, `CF_BROKEN`, `CF_OS_ERROR`, `CF_NO_MEMORY`: the task's record is one
+ * more small allocation, and a deadline an entry in the pool's timer). Nothing is
+ * written on failure. May be called from tasks and done callbacks.
+ */
+cf_status cf_submit_task(struct cf_executor *ex,
+                         const struct cf_task *task,
+                         struct cf_future **out);
+
+/**
+ * Schedules the byte task `fn` on a copy of `len` bytes at `data`, with a time limit of
+ * `timeout` seconds as `cf_task.timeout` describes (negative: none; 0: already passed;
+ * NaN: `CF_INVALID_ARGUMENT`), and gives its future.
+ *
+ * As `cf_submit_bytes` otherwise: the input is copied before the call returns (`data`
+ * may be NULL when `len` is 0); the result buffer is the future's, read with
+ * `cf_future_result_bytes` and freed with the future. A future whose deadline passed
+ * finishes with `CF_DEADLINE` (see `cf_submit_task`; on a thread pool the late buffer is
+ * freed when the task ends). Statuses as `cf_submit_task`; also `CF_INVALID_ARGUMENT`
+ * for a NULL `data` with `len > 0`. Nothing is submitted or written on failure.
+ */
+cf_status cf_submit_bytes_task(struct cf_executor *ex,
+                               cf_bytes_fn fn,
+                               const void *data,
+                               size_t len,
+                               double timeout,
+                               struct cf_future **out);
+
+/**
+ * Finishes the promise `f` with `value`, which the future then owns: `value_free(value)`
+ * is called exactly once, when the future's last reference is released (after its done
+ * callbacks ran). Waiters wake and done callbacks run in this thread before the call
+ * returns. `value_free` may be NULL (then this is `cf_future_set_result`).
+ *
+ * Returns `CF_OK`; `CF_INVALID_STATE` if `f` is already done (finished or cancelled):
+ * then `value_free(value)` has been called, at once, in this thread; `CF_INVALID_ARGUMENT`
+ * for NULL `f`, and then nothing is called.
+ */
+cf_status cf_future_set_result_owned(struct cf_future *f, void *value, cf_free_fn value_free);
+
+/**
+ * Adds a done callback, as `cf_future_add_done_callback`, whose `userdata` is freed:
+ * `userdata_free(userdata)` is called exactly once, right after `fn` has run (in the
+ * same thread), or, if the future is never done (a promise nobody completed), when its
+ * last reference is released. So a callback's data never leaks. `userdata_free` may be
+ * NULL (then this is `cf_future_add_done_callback`).
+ *
+ * `f` is borrowed for the call. On a done future `fn` runs at once, in this thread,
+ * before the call returns. Returns `CF_OK`; on failure nothing is called:
+ * `CF_INVALID_ARGUMENT` for NULL `f` or `fn`, `CF_NO_MEMORY` if the callback's slot (one
+ * small allocation) cannot be made on a future not yet done.
+ */
+cf_status cf_future_add_done_callback_owned(struct cf_future *f,
+                                            cf_callback fn,
+                                            void *userdata,
+                                            cf_free_fn userdata_free);
 
 /**
  * The library's version, `"MAJOR.MINOR.PATCH"`: a static string, never NULL, not to be

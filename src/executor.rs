@@ -6,7 +6,7 @@ use crate::{
     rt::{
         pool::{Config, Pool, Runner},
         process::ProcShared,
-        task::{MallocBuf, Task},
+        task::Task,
     },
     status::*,
 };
@@ -21,14 +21,15 @@ pub const CF_MAX_WORKERS: usize = 1024;
 /// (exactly once). Safe to use from any thread, including from its own tasks and from
 /// done callbacks.
 ///
-/// Methods: `cf_submit`, `cf_submit_bytes`, `cf_map_new`, `cf_map_bytes_new`,
-/// `cf_executor_shutdown`, `cf_executor_worker_count`, `cf_executor_broken_reason`,
-/// `cf_executor_free`.
+/// Methods: `cf_submit`, `cf_submit_bytes`, `cf_submit_task`, `cf_submit_bytes_task`,
+/// `cf_map_new`, `cf_map_bytes_new`, `cf_executor_shutdown`, `cf_executor_worker_count`,
+/// `cf_executor_broken_reason`, `cf_executor_free`.
 ///
 /// **After `fork()`.** An executor belongs to the process that made it. In a child that
 /// the program forks after making it, the executor has no workers (threads are not
 /// copied by `fork`, and the worker processes are the parent's): every call that would
-/// start work on it (`cf_submit`, `cf_submit_bytes`, `cf_map_new`, `cf_map_bytes_new`)
+/// start work on it (`cf_submit`, `cf_submit_bytes`, `cf_submit_task`,
+/// `cf_submit_bytes_task`, `cf_map_new`, `cf_map_bytes_new`, the lazy maps)
 /// returns `CF_BROKEN` at once, and `cf_executor_broken_reason` says that the executor
 /// belongs to process N and that a new one must be made after `fork()`. There,
 /// `cf_executor_shutdown` returns `CF_OK` and does nothing, `cf_executor_worker_count`
@@ -329,22 +330,7 @@ pub unsafe extern "C" fn cf_submit_bytes(
     }
 }
 
-/// Copies a C buffer; NULL with a length is `CF_INVALID_ARGUMENT`, a copy that cannot be
-/// allocated `CF_NO_MEMORY`.
-///
-/// # Safety
-/// `data` is NULL or points to `len` readable bytes.
-pub(crate) unsafe fn copy_bytes(data: *const c_void, len: usize) -> Result<MallocBuf, cf_status> {
-    if len == 0 {
-        return Ok(MallocBuf::empty());
-    }
-    if data.is_null() {
-        return Err(CF_INVALID_ARGUMENT);
-    }
-    // SAFETY: non-NULL and `len` readable bytes, by the caller's guarantee.
-    let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
-    MallocBuf::copy_of(bytes).ok_or(CF_NO_MEMORY)
-}
+pub(crate) use crate::rt::task::copy_bytes;
 
 /// Shuts the executor down: Python's `shutdown(wait, cancel_futures)`.
 ///

@@ -26,7 +26,8 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 /// `cf_future_exception`, `cf_future_add_done_callback`, `cf_future_retain`,
 /// `cf_future_release`; for promises `cf_future_new`,
 /// `cf_future_set_running_or_notify_cancel`, `cf_future_set_result`,
-/// `cf_future_set_exception`.
+/// `cf_future_set_exception`; and, owning what they are given,
+/// `cf_future_set_result_owned` and `cf_future_add_done_callback_owned`.
 pub struct cf_future {
     // Never instantiated: a `cf_future *` points at the engine's future core inside an
     // `Arc` (see `ffi::handle`). The zero-sized field keeps the type opaque to C.
@@ -41,7 +42,7 @@ pub const CF_STATE_PENDING: cf_state = 0;
 pub const CF_STATE_RUNNING: cf_state = 1;
 /// Cancelled before it started.
 pub const CF_STATE_CANCELLED: cf_state = 2;
-/// Finished: with a result, or failed (`CF_TASK_FAILED`, `CF_BROKEN`).
+/// Finished: with a result, or failed (`CF_TASK_FAILED`, `CF_BROKEN`, `CF_DEADLINE`).
 pub const CF_STATE_FINISHED: cf_state = 3;
 
 /// Wait without a time limit: pass as any `timeout` argument.
@@ -171,6 +172,9 @@ pub unsafe extern "C" fn cf_future_wait(f: *mut cf_future, timeout: f64) -> cf_s
 ///   which stays owned by the future).
 /// - `CF_TASK_FAILED`: the task called `cf_raise` (see `cf_future_exception`).
 /// - `CF_BROKEN`: the executor broke before or while running it.
+/// - `CF_DEADLINE`: the task's own time limit (`cf_task.timeout`) passed first: an
+///   outcome of the future, not the expiry of this wait (a loop that waits again on
+///   `CF_TIMEOUT` ends).
 /// - `CF_CANCELLED`: `f` was cancelled.
 /// - `CF_NO_MEMORY`: the outcome could not be stored for lack of memory (only a map
 ///   chunk's results; see the preamble); `cf_future_exception` gives `ENOMEM`.
@@ -206,8 +210,9 @@ pub unsafe extern "C" fn cf_future_result(
 /// `exception()`.
 ///
 /// Returns the same status as `cf_future_result`. With `CF_OK` it writes `*code = 0` and
-/// `*message = NULL`; with `CF_TASK_FAILED`, `CF_BROKEN` or `CF_NO_MEMORY` it writes the
-/// error's code and message (the message may be NULL; when memory ran out while the
+/// `*message = NULL`; with `CF_TASK_FAILED`, `CF_BROKEN`, `CF_DEADLINE` (code `ETIMEDOUT`,
+/// a message saying which limit passed and where the task was) or `CF_NO_MEMORY` it writes
+/// the error's code and message (the message may be NULL; when memory ran out while the
 /// error was recorded, it is a fixed "cfutures: out of memory ..." text). The message is owned by the future and stays valid
 /// while the future lives; do not free it. With `CF_CANCELLED` and `CF_TIMEOUT` nothing
 /// is written. `f`, `code` and `message` must not be NULL (`CF_INVALID_ARGUMENT`).
@@ -232,11 +237,6 @@ pub unsafe extern "C" fn cf_future_exception(
         }
         status
     }
-}
-
-/// The message pointer of a failure (NULL if none), owned by the failure.
-pub(crate) fn failure_message(e: &Failure) -> *const c_char {
-    e.message_ptr()
 }
 
 /// Adds a done callback to `f`: Python's `add_done_callback`.
@@ -264,7 +264,9 @@ pub unsafe extern "C" fn cf_future_add_done_callback(
 
 /// A C done callback as the engine's `CallbackFn`: the same function, no wrapper (a
 /// callback node stays one 32-byte block).
-fn engine_callback(f: unsafe extern "C-unwind" fn(*mut cf_future, *mut c_void)) -> CallbackFn {
+pub(crate) fn engine_callback(
+    f: unsafe extern "C-unwind" fn(*mut cf_future, *mut c_void),
+) -> CallbackFn {
     type CCallback = unsafe extern "C-unwind" fn(*mut cf_future, *mut c_void);
     // SAFETY: the two types differ only in the pointee of the first parameter
     // (`cf_future` and `Core`, both sized), and raw pointers to sized types are

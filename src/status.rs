@@ -36,6 +36,12 @@ pub const CF_NO_MEMORY: cf_status = 9;
 pub const CF_OS_ERROR: cf_status = 10;
 /// An internal error in cfutures (a caught Rust panic). Never expected; please report.
 pub const CF_PANIC: cf_status = 11;
+/// A task's own time limit (`cf_task.timeout`) passed: it had not started by then (it
+/// never runs), or it ran past it (on a process pool its worker process is killed; on a
+/// thread pool it runs on and its result is discarded through `result_free`). An outcome
+/// of the future, never the expiry of a wait; `cf_future_exception` gives the code
+/// `ETIMEDOUT` and a message saying which limit passed and where the task was.
+pub const CF_DEADLINE: cf_status = 12;
 
 /// Builds the `(code, NUL-terminated name)` table from the constants' own names.
 macro_rules! name_table {
@@ -55,7 +61,8 @@ const NAMES: &[(cf_status, &str)] = name_table!(
     CF_INVALID_STATE,
     CF_NO_MEMORY,
     CF_OS_ERROR,
-    CF_PANIC
+    CF_PANIC,
+    CF_DEADLINE
 );
 
 /// The name of a status code, such as `"CF_TIMEOUT"`.

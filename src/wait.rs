@@ -17,8 +17,8 @@ use crate::{
 pub type cf_return_when = u32;
 /// Return when any future is done (finished or cancelled).
 pub const CF_FIRST_COMPLETED: cf_return_when = 0;
-/// Return when any future fails (`CF_TASK_FAILED` or `CF_BROKEN`; a cancelled one does
-/// not count), or when all are done.
+/// Return when any future fails (`CF_TASK_FAILED`, `CF_BROKEN` or `CF_DEADLINE`; a
+/// cancelled one does not count), or when all are done.
 pub const CF_FIRST_EXCEPTION: cf_return_when = 1;
 /// Return when every future is done.
 pub const CF_ALL_COMPLETED: cf_return_when = 2;

@@ -328,6 +328,86 @@ static void w8(long seconds) {
     bench_result(ms, "ms-cpu", seconds);
 }
 
+/* D1: deadline precision. N thread tasks with deadlines spread over 10 ms + i x 50 us
+ * (N = 10,000: about half a second) that all overrun them: every task blocks on a gate
+ * opened only once every future is done, so two run past their deadlines and the rest
+ * pass theirs before they can start. A done callback records when each future finished;
+ * its lateness is that time less its deadline (the time just before cf_submit_task plus
+ * the timeout). D1-p50 and D1-p99 report the median and the 99th percentile, in ms.
+ * D1-idle: the CPU (ms) of a pool of 2 workers, both held, with N tasks pending whose
+ * deadlines are an hour away, over 10 s: it should be that of an idle pool (W8). */
+static pthread_mutex_t d1_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t d1_cv = PTHREAD_COND_INITIALIZER;
+static int d1_is_open;
+static void *d1_held(void *arg) {
+    pthread_mutex_lock(&d1_mu);
+    while (!d1_is_open) pthread_cond_wait(&d1_cv, &d1_mu);
+    pthread_mutex_unlock(&d1_mu);
+    return arg;
+}
+static void d1_open(int v) {
+    pthread_mutex_lock(&d1_mu);
+    d1_is_open = v;
+    pthread_cond_broadcast(&d1_cv);
+    pthread_mutex_unlock(&d1_mu);
+}
+static double *d1_done_at;
+static void d1_on_done(cf_future *f, void *ud) {
+    (void)f;
+    d1_done_at[(uintptr_t)ud] = now_s();
+}
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static void d1(const char *which, long n) {
+    cf_executor *ex = pool_of(bench_threads());
+    warm_up(ex, 64);
+    d1_open(0);
+    cf_future **fs = malloc(n * sizeof *fs);
+    if (!strcmp(which, "D1-idle")) {
+        cf_task t = CF_TASK_INIT;
+        t.fn = d1_held;
+        t.timeout = 3600.0;
+        for (long i = 0; i < n; i++) OK(cf_submit_task(ex, &t, &fs[i]));
+        double ms = idle_cpu_ms(10.0);
+        d1_open(1);
+        OK(cf_executor_shutdown(ex, true, true));
+        for (long i = 0; i < n; i++) cf_future_release(fs[i]);
+        cf_executor_free(ex);
+        free(fs);
+        bench_result(ms, "ms-cpu", n);
+        return;
+    }
+    double *deadline = malloc(n * sizeof *deadline);
+    d1_done_at = malloc(n * sizeof *d1_done_at);
+    for (long i = 0; i < n; i++) {
+        cf_task t = CF_TASK_INIT;
+        t.fn = d1_held;
+        t.timeout = 0.010 + 50e-6 * (double)i;
+        deadline[i] = now_s() + t.timeout;
+        OK(cf_submit_task(ex, &t, &fs[i]));
+        OK(cf_future_add_done_callback(fs[i], d1_on_done, (void *)(uintptr_t)i));
+    }
+    for (long i = 0; i < n; i++) {
+        void *r;
+        cf_status st = cf_future_result(fs[i], CF_FOREVER, &r);
+        if (st != CF_DEADLINE) BENCH_FAIL("D1 future %ld: %s", i, cf_status_name(st));
+    }
+    d1_open(1);
+    double *late = malloc(n * sizeof *late);
+    for (long i = 0; i < n; i++) late[i] = (d1_done_at[i] - deadline[i]) * 1e3;
+    qsort(late, n, sizeof *late, cmp_double);
+    double v = !strcmp(which, "D1-p99") ? late[(n * 99) / 100] : late[n / 2];
+    for (long i = 0; i < n; i++) cf_future_release(fs[i]);
+    cf_executor_free(ex);
+    free(fs);
+    free(deadline);
+    free(d1_done_at);
+    free(late);
+    bench_result(v, "ms-late", n);
+}
+
 /* P1: process pool, byte tasks. */
 static void *p1_inc(const void *in, size_t len, size_t *out_len) {
     unsigned char *out = malloc(len ? len : 1);
@@ -476,6 +556,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(w, "W6")) w6(n);
     else if (!strcmp(w, "W7")) w7(n);
     else if (!strcmp(w, "W8")) w8(n);
+    else if (!strncmp(w, "D1-", 3)) d1(w, n);
     else if (!strncmp(w, "P1-", 3)) p1(w, n);
     else BENCH_FAIL("unknown workload %s", w);
     return 0;

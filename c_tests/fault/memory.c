@@ -30,6 +30,11 @@
  *   map_chunk        the first item of a map chunk fills the worker's heap: the map
  *                    reports CF_NO_MEMORY (or a value) for it, then ends; nothing hangs
  *   process_result   a process-pool task returns 256 MiB; the parent has 32 MiB left
+ *   owned_tasks      cf_submit_task (owned tasks with far deadlines, some with timeout 0),
+ *                    cf_future_set_result_owned and cf_future_add_done_callback_owned
+ *                    onto a blocked pool until CF_NO_MEMORY (8 MiB left): a refused call
+ *                    calls no free function; at the end arg_free, result_free and
+ *                    userdata_free ran exactly once for each accepted one
  *
  * After the failing call the limit is lifted and the same executor must still work.
  *
@@ -366,6 +371,116 @@ static int sc_queue_growth(void *arg) {
     return 0;
 }
 
+static atomic_long g_arg_frees, g_result_frees, g_ud_frees, g_cb_runs;
+static void owned_arg_free(void *p) {
+    (void)p;
+    atomic_fetch_add(&g_arg_frees, 1);
+}
+static void owned_result_free(void *p) {
+    (void)p;
+    atomic_fetch_add(&g_result_frees, 1);
+}
+static void owned_ud_free(void *p) {
+    (void)p;
+    atomic_fetch_add(&g_ud_frees, 1);
+}
+static void owned_cb(cf_future *f, void *ud) {
+    (void)f;
+    (void)ud;
+    atomic_fetch_add(&g_cb_runs, 1);
+}
+
+static int sc_owned_tasks(void *arg) {
+    (void)arg;
+    setup_child("owned_tasks");
+    cf_executor *ex = thread_pool(1);
+    size_t cap = (size_t)4 << 20;
+    cf_future **fs = (cf_future **)scratch(cap);
+    FCHECK_STATUS(cf_submit(ex, gated, NULL, &fs[0]), CF_OK);
+    cf_task t = CF_TASK_INIT;
+    t.fn = ident;
+    t.arg = (void *)(intptr_t)1;
+    t.arg_free = owned_arg_free;
+    t.result_free = owned_result_free;
+    t.timeout = 600.0;
+    /* room in the queue, and the timer's thread and heap, made before the limit */
+    size_t n = 1;
+    long accepted = 0, deadlines = 0;
+    g_call = "cf_submit_task (before the limit)";
+    for (; n < 200000; n++) {
+        FCHECK_STATUS(cf_submit_task(ex, &t, &fs[n]), CF_OK);
+        accepted++;
+    }
+    limit_as(8 * MiB);
+    cf_status s = CF_OK;
+    g_call = "cf_submit_task (until memory runs out)";
+    while (n < cap) {
+        cf_future *f = (cf_future *)&n;
+        t.timeout = n % 7 == 0 ? 0.0 : n % 2 ? 600.0 : CF_FOREVER;
+        long before = atomic_load(&g_arg_frees);
+        s = cf_submit_task(ex, &t, &f);
+        if (s != CF_OK) {
+            FCHECK(f == (cf_future *)&n);
+            FCHECK(atomic_load(&g_arg_frees) == before); /* nothing called */
+            break;
+        }
+        accepted++;
+        if (t.timeout == 0.0) deadlines++;
+        fs[n++] = f;
+    }
+    fprintf(stderr, "   cf_submit_task: %ld accepted, then %s\n", accepted, cf_status_name(s));
+    FCHECK_MSG(s == CF_NO_MEMORY, "got %s", cf_status_name(s));
+    g_call = "owned submits, results and callbacks (at the limit)";
+    long values = 0, uds = 0;
+    for (int i = 0; i < 1000; i++) {
+        cf_future *f = (cf_future *)&n;
+        long before = atomic_load(&g_arg_frees);
+        t.timeout = i % 3 == 0 ? 0.0 : 600.0;
+        s = cf_submit_task(ex, &t, &f);
+        FCHECK_MSG(s == CF_OK || s == CF_NO_MEMORY, "got %s", cf_status_name(s));
+        if (s == CF_OK) {
+            accepted++;
+            if (t.timeout == 0.0) deadlines++;
+            if (n < cap) fs[n++] = f;
+            else cf_future_release(f);
+        } else {
+            FCHECK(atomic_load(&g_arg_frees) == before);
+        }
+        cf_future *p = (cf_future *)&n;
+        s = cf_future_new(&p);
+        if (s != CF_OK) continue;
+        long ud_before = atomic_load(&g_ud_frees);
+        s = cf_future_add_done_callback_owned(p, owned_cb, &n, owned_ud_free);
+        FCHECK_MSG(s == CF_OK || s == CF_NO_MEMORY, "got %s", cf_status_name(s));
+        if (s == CF_OK) uds++;
+        else FCHECK(atomic_load(&g_ud_frees) == ud_before);
+        if (i % 2 == 0) {
+            FCHECK_STATUS(cf_future_set_result_owned(p, &n, owned_result_free), CF_OK);
+            values++;
+        }
+        cf_future_release(p);
+    }
+    unlimit_as();
+    atomic_store(&g_gate, 1);
+    g_call = "cf_future_result (draining the queue)";
+    long ok = 0;
+    for (size_t i = 1; i < n; i++) {
+        void *r = NULL;
+        cf_status st = cf_future_result(fs[i], 60.0, &r);
+        FCHECK_MSG(st == CF_OK || st == CF_DEADLINE, "got %s", cf_status_name(st));
+        if (st == CF_OK) ok++;
+        cf_future_release(fs[i]);
+    }
+    cf_future_release(fs[0]);
+    g_call = "cf_executor_free";
+    cf_executor_free(ex);
+    FCHECK_EQ(atomic_load(&g_arg_frees), accepted);
+    FCHECK_EQ(ok, accepted - deadlines);
+    FCHECK_EQ(atomic_load(&g_result_frees), ok + values);
+    FCHECK_EQ(atomic_load(&g_ud_frees), uds);
+    return 0;
+}
+
 enum { N_WAIT = 100000 };
 
 /* N_WAIT pending promises, made before the limit. */
@@ -698,6 +813,7 @@ int main(int argc, char **argv) {
         {"memory.task_raise", sc_task_raise},
         {"memory.map_chunk", sc_map_chunk},
         {"memory.process_result", sc_process_result},
+        {"memory.owned_tasks", sc_owned_tasks},
     };
     int n = (int)(sizeof sc / sizeof sc[0]);
     /* `fault_memory NAME` runs one scenario in this process (no fork), e.g. under gdb to

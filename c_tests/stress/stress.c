@@ -223,6 +223,7 @@ static void fail_msg(uintptr_t a, char *buf, size_t n) {
 typedef struct shm {
     atomic_int running[MAX_POOLS]; /* tasks of pool slot s running now */
     atomic_int inits;              /* initializer calls */
+    atomic_int owned_ran;          /* owned tasks (op "owned") that returned */
     atomic_int ran[];              /* entry i's task started (must end 0 or 1) */
 } shm_t;
 static shm_t *g_shm;
@@ -1621,6 +1622,119 @@ static void op_burst(rng *r) {
     put_pool(p);
 }
 
+/* ---- tasks that own their data, deadlines (op "owned") ----------------------------------
+ * Owned tasks with random deadlines (none, 0, a few ms, 10 s), cancelled, waited for or
+ * released at random; owned promise results and owned done callbacks. Counted apart from
+ * the entries: at the end, after every pool is shut down with wait and every future
+ * released, each free function ran exactly as often as the contract says. */
+static atomic_long g_owned_accepted, g_owned_arg_frees, g_owned_result_frees;
+static atomic_long g_owned_values, g_owned_value_frees, g_owned_uds, g_owned_ud_frees;
+
+static void owned_arg_free(void *p) {
+    if ((uintptr_t)p != 0x0a) fail("owned arg_free got %p", p);
+    atomic_fetch_add(&g_owned_arg_frees, 1);
+}
+static void owned_result_free(void *p) {
+    if ((uintptr_t)p != 0x0b) fail("owned result_free got %p", p);
+    atomic_fetch_add(&g_owned_result_frees, 1);
+}
+static void owned_value_free(void *p) {
+    free(p);
+    atomic_fetch_add(&g_owned_value_frees, 1);
+}
+static void owned_ud_free(void *p) {
+    free(p);
+    atomic_fetch_add(&g_owned_ud_frees, 1);
+}
+static void owned_cb(cf_future *f, void *ud) {
+    (void)f;
+    if (ud == NULL) fail("owned callback without its userdata");
+}
+static void *owned_task_fn(void *arg) {
+    if ((uintptr_t)arg != 0x0a) return cf_raise(TASK_SELF_CHECK_CODE, "owned task: wrong arg");
+    long us = (long)(mix64((uint64_t)(uintptr_t)&arg ^ (uint64_t)now_s()) % 300);
+    if (us > 200) sleep_us(us);
+    atomic_fetch_add(&g_shm->owned_ran, 1);
+    return (void *)(uintptr_t)0x0b;
+}
+
+static void op_owned(rng *r) {
+    if (chance(r, 200)) {
+        cf_future *p = NULL;
+        if (cf_future_new(&p) != CF_OK) return;
+        int n = (int)rndn(r, 3);
+        for (int i = 0; i < n; i++) {
+            void *ud = malloc(8);
+            if (ud == NULL) continue;
+            if (cf_future_add_done_callback_owned(p, owned_cb, ud, owned_ud_free) == CF_OK)
+                atomic_fetch_add(&g_owned_uds, 1);
+            else
+                free(ud);
+        }
+        if (chance(r, 700)) {
+            void *v = malloc(8);
+            if (v != NULL) {
+                atomic_fetch_add(&g_owned_values, 1);
+                cf_status st = cf_future_set_result_owned(p, v, owned_value_free);
+                if (st != CF_OK) fail("set_result_owned on a new promise: %s", sname(st));
+            }
+        }
+        cf_future_release(p);
+        return;
+    }
+    pool_ref *pr = get_pool();
+    if (pr == NULL) return;
+    uint32_t k = 1 + rndn(r, 4);
+    for (uint32_t i = 0; i < k; i++) {
+        cf_task t = CF_TASK_INIT;
+        t.fn = owned_task_fn;
+        t.arg = (void *)(uintptr_t)0x0a;
+        t.arg_free = owned_arg_free;
+        t.result_free = owned_result_free;
+        uint32_t d = rndn(r, 4);
+        t.timeout = d == 0 ? CF_FOREVER : d == 1 ? 0.0 : d == 2 ? 0.001 * (1 + rndn(r, 20)) : 10.0;
+        cf_future *f = NULL;
+        cf_status st = cf_submit_task(pr->ex, &t, &f);
+        if (st != CF_OK) {
+            if (st != CF_SHUTDOWN && st != CF_BROKEN && st != CF_OS_ERROR)
+                fail("cf_submit_task: %s", sname(st));
+            continue;
+        }
+        atomic_fetch_add(&g_owned_accepted, 1);
+        uint32_t what = rndn(r, 3);
+        if (what == 0) {
+            cf_future_cancel(f);
+        } else if (what == 1) {
+            void *v = NULL;
+            cf_status rs = cf_future_result(f, 0.002, &v);
+            if (rs == CF_OK && (uintptr_t)v != 0x0b) fail("owned task result %p", v);
+            if (rs == CF_TASK_FAILED) fail("owned task failed");
+            if (d == 1 && rs != CF_DEADLINE) fail("owned task with timeout 0: %s", sname(rs));
+        }
+        cf_future_release(f);
+    }
+    put_pool(pr);
+}
+
+static void check_owned_counts(void) {
+    long acc = atomic_load(&g_owned_accepted), af = atomic_load(&g_owned_arg_frees);
+    long rf = atomic_load(&g_owned_result_frees), ran = atomic_load(&g_shm->owned_ran);
+    REQUIRE(af == acc, "owned tasks: %ld accepted, arg_free called %ld times", acc, af);
+    /* thread pools: a task that returned has its result freed (by the future, or
+     * discarded past its deadline); process pools: unless its worker died before its
+     * answer reached the parent */
+    if (g_process)
+        REQUIRE(rf <= ran, "owned tasks: %ld returned, result_free called %ld times", ran, rf);
+    else
+        REQUIRE(rf == ran, "owned tasks: %ld returned, result_free called %ld times", ran, rf);
+    REQUIRE(atomic_load(&g_owned_value_frees) == atomic_load(&g_owned_values),
+            "owned promise values: %ld set, %ld freed", atomic_load(&g_owned_values),
+            atomic_load(&g_owned_value_frees));
+    REQUIRE(atomic_load(&g_owned_ud_frees) == atomic_load(&g_owned_uds),
+            "owned callbacks: %ld added, %ld userdata freed", atomic_load(&g_owned_uds),
+            atomic_load(&g_owned_ud_frees));
+}
+
 static void do_op(rng *r) {
     uint32_t x = rndn(r, 10000);
     uint32_t rot = g_process ? 60 : 5; /* per 10000 */
@@ -1646,6 +1760,7 @@ static void do_op(rng *r) {
     else if (x < 920) OP("map_bytes", op_map(r, true, false));
     else if (x < 930) OP("map_bytes_lazy", op_map(r, true, true));
     else if (x < 940) OP("workers", op_workers());
+    else if (x < 970) OP("owned", op_owned(r));
     else OP("burst", op_burst(r));
 }
 
@@ -1928,13 +2043,14 @@ int main(int argc, char **argv) {
         REQUIRE(cf_future_set_result(g_gate, NULL) == CF_OK, "gate");
         cf_future_release(g_gate);
     }
+    check_owned_counts();
     atomic_store(&g_finished, true);
     pthread_join(wd, NULL);
     printf("stress: OK seed=%" PRIu64 " ops=%ld pools=%s threads=%d futures=%ld (cancelled %ld, failed "
-           "%ld, broken %ld) callbacks=%zu spawned=%ld executors=%d (rotations %d) %.1fs\n",
+           "%ld, broken %ld) callbacks=%zu spawned=%ld executors=%d (rotations %d) owned=%ld %.1fs\n",
            g_seed, g_ops, g_process ? "process" : "thread", g_threads, n_done, n_cancelled, n_failed,
            n_broken, n_x, atomic_load(&g_spawned), atomic_load(&g_pools_made), atomic_load(&g_rotations),
-           now_s() - t0);
+           atomic_load(&g_owned_accepted), now_s() - t0);
     if (g_verbose)
         for (int i = 0; i < S_COUNT; i++)
             fprintf(stderr, "  %-36s %ld\n", g_stat_names[i], atomic_load(&g_stats[i]));

@@ -44,6 +44,7 @@
 
 use super::{
     context,
+    owned::{OwnedCallback, OwnedTask, OwnedValue},
     shared::{Shared, try_box},
     sync::{AtomicU32, Ordering, RawLock, Thread, UnsafeCell, alloc, dealloc, thread},
     task::{Failure, MallocBuf, Outcome, OutcomeRef, Task, TaskFn, Values},
@@ -68,6 +69,10 @@ const COMPLETING: u32 = 2;
 const FINISHED: u32 = 3;
 /// Cancelled before it started.
 const CANCELLED: u32 = 4;
+/// A worker won `start` of an owned task (`Kind::Owned`) and is taking it out of the slot;
+/// readers see "running". A completer other than the worker (the deadline timer) waits
+/// for RUNNING before it claims the slot (see `start`).
+const STARTING: u32 = 5;
 /// Mask of the phase bits.
 const PHASE: u32 = 0b111;
 /// Set once any listener was registered: the completer must drain the list.
@@ -99,6 +104,9 @@ pub(crate) enum Listener {
     Notify(Shared<WaitSet>, usize),
     /// A done callback with its userdata.
     Callback(CallbackFn, *mut c_void),
+    /// A done callback whose userdata is freed after it ran, or when the future is
+    /// dropped without finishing (`cf_future_add_done_callback_owned`).
+    OwnedCallback(Box<OwnedCallback>),
 }
 
 /// What a future's slot holds. The kind lives in the state word, so that the slot itself
@@ -124,10 +132,14 @@ enum Kind {
     Chunk,
     Values,
     Degraded,
+    /// A task that owns its data or has a deadline (`cf_submit_task`), as its box.
+    Owned,
+    /// A pointer result with the function that frees it (`OwnedValue`).
+    OwnedValue,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 12] = [
         Kind::Empty,
         Kind::Call,
         Kind::Calls,
@@ -138,6 +150,8 @@ impl Kind {
         Kind::Chunk,
         Kind::Values,
         Kind::Degraded,
+        Kind::Owned,
+        Kind::OwnedValue,
     ];
 
     /// The kind recorded in a state word.
@@ -200,6 +214,7 @@ impl Payload {
         let kind = match task {
             Task::Call(f, arg) => p.put_as((f, arg), Kind::Call),
             Task::Calls(f, values) => p.put_as((f, values), Kind::Calls),
+            Task::Owned(owned) => p.put_as(owned, Kind::Owned),
             other => p.put_as(try_box(other)?, Kind::Boxed),
         };
         Ok((kind, p))
@@ -220,6 +235,7 @@ impl Payload {
             Outcome::Chunk(items) => self.put_as(items, Kind::Chunk),
             Outcome::Values(v) => self.put_as(v, Kind::Values),
             Outcome::Degraded(status, code) => self.put_as((status, code), Kind::Degraded),
+            Outcome::Owned(v) => self.put_as(v, Kind::OwnedValue),
         }
     }
 
@@ -240,6 +256,7 @@ impl Payload {
                 Some(Task::Calls(f, values))
             }
             Kind::Boxed => Some(*unsafe { self.take::<Box<Task>>() }),
+            Kind::Owned => Some(Task::Owned(unsafe { self.take::<Box<OwnedTask>>() })),
             _ => None,
         }
     }
@@ -261,7 +278,8 @@ impl Payload {
                     let &(status, code) = self.get::<(cf_status, c_int)>();
                     OutcomeRef::Degraded(status, code)
                 }
-                Kind::Empty | Kind::Call | Kind::Calls | Kind::Boxed => return None,
+                Kind::OwnedValue => OutcomeRef::Value(self.get::<OwnedValue>().value),
+                Kind::Empty | Kind::Call | Kind::Calls | Kind::Boxed | Kind::Owned => return None,
             })
         }
     }
@@ -282,6 +300,8 @@ impl Payload {
                 Kind::Failed => drop(self.take::<Box<Failure>>()),
                 Kind::Chunk => drop(self.take::<Box<[Outcome]>>()),
                 Kind::Values => drop(self.take::<Box<Values>>()),
+                Kind::Owned => drop(self.take::<Box<OwnedTask>>()),
+                Kind::OwnedValue => drop(self.take::<OwnedValue>()),
             }
         }
     }
@@ -304,6 +324,8 @@ const UNPARK: usize = 0;
 const NOTIFY: usize = 1;
 /// `Listener::Callback`, payload `(CallbackFn, *mut c_void)`.
 const CALLBACK: usize = 2;
+/// `Listener::OwnedCallback`, payload `Box<OwnedCallback>`.
+const OWNED_CALLBACK: usize = 3;
 /// The link bits that hold the variant.
 const TAG: usize = 0b11;
 
@@ -330,10 +352,11 @@ impl Node {
                     let (set, index) = self.payload.take();
                     Listener::Notify(set, index)
                 }
-                _ => {
+                CALLBACK => {
                     let (f, userdata) = self.payload.take();
                     Listener::Callback(f, userdata)
                 }
+                _ => Listener::OwnedCallback(self.payload.take()),
             }
         }
     }
@@ -354,6 +377,7 @@ fn try_node(listener: Listener) -> Result<*mut Node, Listener> {
         Listener::Unpark(t) => payload.put_as(t, UNPARK),
         Listener::Notify(set, index) => payload.put_as((set, index), NOTIFY),
         Listener::Callback(f, userdata) => payload.put_as((f, userdata), CALLBACK),
+        Listener::OwnedCallback(b) => payload.put_as(b, OWNED_CALLBACK),
     };
     let mut node = Node {
         link: std::ptr::without_provenance_mut(tag),
@@ -387,6 +411,18 @@ unsafe fn free_node(p: *mut Node) -> Listener {
 /// A counted reference to a future's core: what `cf_future *` handles, queues and
 /// iterators hold (see `rt::shared`).
 pub(crate) type CoreRef = Shared<Core>;
+
+/// What `Core::expire` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Expiry {
+    /// It finished the future with the deadline's outcome.
+    Finished,
+    /// The task is running and `running_too` was false: the caller decides.
+    Running,
+    /// The future was already done (or another completer won).
+    #[default]
+    Done,
+}
 
 /// Why `Core::try_add_listener` did not register a listener (the listener is dropped).
 pub(crate) enum NotAdded {
@@ -460,6 +496,27 @@ impl Core {
         Self::with_slot(kind, slot)
     }
 
+    /// `with_task` that gives the task back (never dropped, so never freed or run) when
+    /// memory runs out.
+    pub(crate) fn with_task_or_back(task: Task) -> Result<CoreRef, Task> {
+        let (kind, slot) = Payload::with_task(task)?;
+        Shared::try_new(Core {
+            state: AtomicU32::new(PENDING | kind.bits()),
+            lock: RawLock::new(),
+            listeners: UnsafeCell::new(std::ptr::null_mut()),
+            slot: UnsafeCell::new(slot),
+        })
+        .map_err(|mut core| {
+            // SAFETY: our own value, never shared; the slot holds a task of `kind`,
+            // taken out once here, and the state then records the slot as empty.
+            let task = core
+                .slot
+                .with_mut(|slot| unsafe { (*slot).take_task(kind) });
+            core.state = AtomicU32::new(PENDING);
+            task.expect("the slot holds the task just stored")
+        })
+    }
+
     /// A pending promise (completed by the caller); `None` when memory runs out.
     pub(crate) fn try_promise() -> Option<CoreRef> {
         Self::with_slot(Kind::Empty, Payload::empty())
@@ -476,7 +533,7 @@ impl Core {
         // Acquire: a caller that sees FINISHED goes on to read the outcome.
         match self.state.load(Ordering::Acquire) & PHASE {
             PENDING => Phase::Pending,
-            RUNNING | COMPLETING => Phase::Running,
+            RUNNING | COMPLETING | STARTING => Phase::Running,
             FINISHED => Phase::Finished,
             CANCELLED => Phase::Cancelled,
             _ => unreachable!("invalid future phase"),
@@ -544,7 +601,9 @@ impl Core {
     /// (or completed by someone else) before it started.
     pub(crate) fn start(&self) -> Option<Task> {
         // AcqRel: the winner owns the slot and takes the task out; the kind becomes
-        // `Empty` in the same step, so nobody drops the task again.
+        // `Empty` in the same step, so nobody drops the task again. An owned task (which
+        // may have a deadline, whose timer may claim a RUNNING future at any time) goes
+        // through STARTING instead, keeping its kind until it is taken out.
         let cur = self
             .transition(
                 |cur| {
@@ -554,42 +613,110 @@ impl Core {
                         Err(())
                     }
                 },
-                |cur| (cur & !(PHASE | KIND)) | RUNNING,
+                |cur| {
+                    if Kind::of(cur) == Kind::Owned {
+                        (cur & !PHASE) | STARTING
+                    } else {
+                        (cur & !(PHASE | KIND)) | RUNNING
+                    }
+                },
             )
             .ok()?;
-        // SAFETY: winning PENDING → RUNNING makes us the only one touching the slot until
-        // we claim it; `cur` has its kind, now recorded as `Empty`. (A promise marked
+        // SAFETY: winning PENDING → RUNNING (or STARTING) makes us the only one touching
+        // the slot until we claim it (or publish RUNNING); `cur` has its kind, now
+        // recorded as `Empty` (or still `Owned`, cleared below). (A promise marked
         // running through the executor path has no task: `None`.)
-        self.slot
-            .with_mut(|slot| unsafe { (*slot).take_task(Kind::of(cur)) })
+        let task = self
+            .slot
+            .with_mut(|slot| unsafe { (*slot).take_task(Kind::of(cur)) });
+        if Kind::of(cur) == Kind::Owned {
+            // Release: orders the take of the task above before the write of a completer
+            // that acquires RUNNING (`claim` waits out STARTING). STARTING - RUNNING and
+            // the kind's bits are exactly what the word holds above LISTENERS' neighbours,
+            // so the subtraction leaves LISTENERS as it is.
+            self.state
+                .fetch_sub((STARTING - RUNNING) + Kind::Owned.bits(), Ordering::Release);
+        }
+        task
     }
 
     /// Completes the future with `outcome` (result, byte result or failure).
     /// `Err` (with the outcome back, to be dropped) if it was already done.
+    #[inline]
     pub(crate) fn finish(&self, outcome: Outcome) -> Result<(), Outcome> {
+        match self.claim(|_| Ok(())) {
+            Ok(cur) => {
+                self.publish(cur, outcome);
+                Ok(())
+            }
+            Err(()) => Err(outcome),
+        }
+    }
+
+    /// For the deadline timer: finishes the future with the outcome `make` builds from
+    /// whether the task had started (`true`: RUNNING), if it is PENDING, or RUNNING and
+    /// `running_too`. A task still in the slot is dropped (its `arg_free` runs).
+    pub(crate) fn expire(&self, running_too: bool, make: impl FnOnce(bool) -> Outcome) -> Expiry {
+        let mut running = false;
+        let claimed = self.claim(|phase| match phase {
+            PENDING => Ok(()),
+            RUNNING if running_too => {
+                running = true;
+                Ok(())
+            }
+            RUNNING => Err(Expiry::Running),
+            _ => Err(Expiry::Done),
+        });
+        match claimed {
+            Ok(cur) => {
+                self.publish(cur, make(running));
+                Expiry::Finished
+            }
+            Err(e) => e,
+        }
+    }
+
+    /// PENDING or RUNNING (as `allow` lets it, seeing the phase) → COMPLETING: the
+    /// winner owns the slot. Gives the word it replaced; `Err` (what `allow` said, or
+    /// `Expiry::Done` as `E::default`) if the future is done or another completer won.
+    #[inline]
+    fn claim<E: Default>(&self, mut allow: impl FnMut(u32) -> Result<(), E>) -> Result<u32, E> {
         // AcqRel: the winner owns the slot and must see earlier writes to it. The kind
         // becomes `Empty`: the winner drops what the slot held (a task not started).
-        let claimed = self.transition(
+        self.transition(
             |cur| match cur & PHASE {
-                PENDING | RUNNING => Ok(()),
+                phase @ (PENDING | RUNNING) => allow(phase),
+                STARTING => {
+                    // A worker is taking its task out of the slot: wait until it has, then
+                    // look again (the CAS fails on the stale word and `check` sees the new
+                    // one).
+                    self.wait_out(STARTING);
+                    Ok(())
+                }
                 COMPLETING => {
                     // Another completer is writing its outcome: wait for it to publish,
                     // so that a caller told "already done" finds the future done.
                     self.wait_published();
-                    Err(())
+                    Err(E::default())
                 }
-                FINISHED | CANCELLED => Err(()),
+                FINISHED | CANCELLED => Err(E::default()),
                 _ => unreachable!("invalid future phase"),
             },
             |cur| (cur & !(PHASE | KIND)) | COMPLETING,
-        );
-        let Ok(cur) = claimed else {
-            return Err(outcome);
-        };
+        )
+    }
+
+    /// After `claim` won with the word `cur`: writes `outcome`, publishes FINISHED, then
+    /// drops what the slot held before (a task not started: outside the COMPLETING
+    /// window, since dropping an owned task runs its `arg_free`, user code that may call
+    /// back into this future) and fires the listeners.
+    #[inline]
+    fn publish(&self, cur: u32, outcome: Outcome) {
+        let mut old = Payload::empty();
         // SAFETY: we won the claim: no one else reads or writes the slot until FINISHED;
-        // `cur` has the kind of what it held.
+        // `cur` has the kind of what it held, which moves to `old`.
         let kind = self.slot.with_mut(|slot| unsafe {
-            (*slot).drop_content(Kind::of(cur));
+            std::ptr::swap(slot, &mut old);
             (*slot).put_outcome(outcome)
         });
         // Release: publishes the outcome with the FINISHED phase and its kind. COMPLETING
@@ -598,17 +725,24 @@ impl Core {
         let prev = self
             .state
             .fetch_add((FINISHED - COMPLETING) + kind.bits(), Ordering::Release);
+        // SAFETY: `old` holds what the slot held, of the kind in `cur`; dropped once.
+        unsafe { old.drop_content(Kind::of(cur)) };
         if prev & LISTENERS != 0 {
             self.fire();
         }
-        Ok(())
     }
 
     /// Waits out another thread's COMPLETING phase (a few stores long; it never runs user
     /// code), so that whoever lost the race to complete sees the future done.
     fn wait_published(&self) {
+        self.wait_out(COMPLETING);
+    }
+
+    /// Spins while the phase is `phase` (COMPLETING or STARTING: a few stores long, no
+    /// user code). Acquire: pairs with the Release that ends the phase.
+    fn wait_out(&self, phase: u32) {
         let backoff = Backoff::new();
-        while self.state.load(Ordering::Acquire) & PHASE == COMPLETING {
+        while self.state.load(Ordering::Acquire) & PHASE == phase {
             if cfg!(cfutures_loom) {
                 thread::yield_now();
             } else {
@@ -618,19 +752,26 @@ impl Core {
     }
 
     /// Python's `cancel()`: true if the future is now cancelled (also if it already was).
+    /// The task is dropped here (an owned task's `arg_free` runs in this thread).
     pub(crate) fn cancel(&self) -> bool {
-        // AcqRel: orders the cancellation before the listeners we may now drain.
+        // AcqRel: orders the cancellation before the listeners we may now drain, and
+        // makes the winner the slot's owner (the kind becomes `Empty` in the same step).
         let cur = match self.transition(
             |cur| match cur & PHASE {
                 PENDING => Ok(()),
                 CANCELLED => Err(true),
                 _ => Err(false),
             },
-            |cur| (cur & !PHASE) | CANCELLED,
+            |cur| (cur & !(PHASE | KIND)) | CANCELLED,
         ) {
             Ok(cur) => cur,
             Err(already) => return already,
         };
+        // SAFETY: winning PENDING → CANCELLED makes us the slot's only user for good (no
+        // one starts, claims or reads a cancelled future's slot); `cur` has its kind,
+        // now recorded as `Empty`, so it is dropped once, here.
+        self.slot
+            .with_mut(|slot| unsafe { (*slot).drop_content(Kind::of(cur)) });
         if cur & LISTENERS != 0 {
             self.fire();
         }
@@ -670,7 +811,7 @@ impl Core {
                 match &*(*p).peek() {
                     Listener::Unpark(t) => t.unpark(),
                     Listener::Notify(set, index) => set.notify(*index),
-                    Listener::Callback(..) => {}
+                    Listener::Callback(..) | Listener::OwnedCallback(..) => {}
                 }
                 p = (*p).next();
             }
@@ -679,8 +820,11 @@ impl Core {
         while !p.is_null() {
             // SAFETY: as above; each node is freed once, here, after its last use.
             let next = unsafe { (*p).next() };
-            if let Listener::Callback(f, userdata) = unsafe { free_node(p) } {
-                self.call(f, userdata);
+            match unsafe { free_node(p) } {
+                Listener::Callback(f, userdata) => self.call(f, userdata),
+                // Its userdata is freed when the box drops, after the call.
+                Listener::OwnedCallback(cb) => self.call(cb.f, cb.userdata),
+                _ => {}
             }
             p = next;
         }
@@ -697,12 +841,21 @@ impl Core {
     /// its node (then nothing is registered; a done future is reported as done, since the
     /// caller can act on it without registering).
     pub(crate) fn try_add_listener(&self, l: Listener) -> Result<(), NotAdded> {
-        let Ok(node) = try_node(l) else {
-            return Err(if self.is_done() {
-                NotAdded::Done
-            } else {
-                NotAdded::NoMemory
-            });
+        self.try_add_listener_or_back(l).map_err(|(why, _)| why)
+    }
+
+    /// `try_add_listener` that gives the listener back when it was not registered.
+    fn try_add_listener_or_back(&self, l: Listener) -> Result<(), (NotAdded, Listener)> {
+        let node = match try_node(l) {
+            Ok(node) => node,
+            Err(l) => {
+                let why = if self.is_done() {
+                    NotAdded::Done
+                } else {
+                    NotAdded::NoMemory
+                };
+                return Err((why, l));
+            }
         };
         let guard = self.lock.lock();
         // AcqRel: see the module comment (a done phase lets the caller read the outcome).
@@ -711,8 +864,7 @@ impl Core {
             FINISHED | CANCELLED => {
                 drop(guard);
                 // SAFETY: never linked.
-                drop(unsafe { free_node(node) });
-                Err(NotAdded::Done)
+                Err((NotAdded::Done, unsafe { free_node(node) }))
             }
             _ => {
                 // SAFETY: `node` is ours until linked; the lock guards the list.
@@ -763,6 +915,24 @@ impl Core {
         if !found.is_null() {
             // SAFETY: unlinked above; dropped outside the lock.
             drop(unsafe { free_node(found) });
+        }
+    }
+
+    /// Adds a done callback whose userdata is freed after it ran, or when the future is
+    /// dropped unfinished. `Err` with the callback back (nothing called) when there is no
+    /// memory to register it on a future not yet done.
+    pub(crate) fn add_owned_callback(
+        &self,
+        cb: Box<OwnedCallback>,
+    ) -> Result<(), Box<OwnedCallback>> {
+        match self.try_add_listener_or_back(Listener::OwnedCallback(cb)) {
+            Ok(()) => Ok(()),
+            Err((NotAdded::Done, Listener::OwnedCallback(cb))) => {
+                self.call(cb.f, cb.userdata);
+                Ok(())
+            }
+            Err((_, Listener::OwnedCallback(cb))) => Err(cb),
+            Err(_) => unreachable!("the listener given back is the one passed in"),
         }
     }
 

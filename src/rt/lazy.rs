@@ -235,7 +235,7 @@ impl Feed {
             return None;
         }
         // SAFETY: `data` is NULL or `len` readable bytes until the next call (contract).
-        match unsafe { crate::executor::copy_bytes(data, len) } {
+        match unsafe { super::task::copy_bytes(data, len) } {
             Ok(b) => Some(b),
             Err(status) => {
                 let code = if status == CF_NO_MEMORY {

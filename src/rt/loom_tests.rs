@@ -762,3 +762,97 @@ fn loom_pool_shutdown_vs_submit() {
         }
     });
 }
+
+/// Counters of an owned task in the deadline model: runs, `arg_free` calls,
+/// `result_free` calls. The task's `arg` (and its result) point at it.
+type OwnedCounts = [Count; 3];
+
+/// Owned task: counts its run and returns its argument (the counters) as its result.
+unsafe extern "C-unwind" fn owned_run(counts: *mut c_void) -> *mut c_void {
+    // SAFETY: the model passes an `OwnedCounts` it keeps alive until every thread joined.
+    let c = unsafe { &*counts.cast::<OwnedCounts>() };
+    c[0].fetch_add(1, SeqCst);
+    counts
+}
+
+/// `arg_free` of the owned task.
+unsafe extern "C-unwind" fn owned_arg_free(counts: *mut c_void) {
+    // SAFETY: as for `owned_run`.
+    let c = unsafe { &*counts.cast::<OwnedCounts>() };
+    c[1].fetch_add(1, SeqCst);
+}
+
+/// `result_free` of the owned task.
+unsafe extern "C-unwind" fn owned_result_free(counts: *mut c_void) {
+    // SAFETY: as for `owned_run`.
+    let c = unsafe { &*counts.cast::<OwnedCounts>() };
+    c[2].fetch_add(1, SeqCst);
+}
+
+/// A deadline racing completion (`cf_task.timeout` on a thread pool): the timer's
+/// `Core::expire` against a worker that starts an owned task, runs it and finishes its
+/// future. Exactly one outcome wins: the task's result (the task ran, the deadline found
+/// the future done) or `CF_DEADLINE` (the task never ran, or ran and lost, its late
+/// result then discarded). Whatever the interleaving, `arg_free` runs exactly once, and
+/// `result_free` exactly once if the task ran (never if it did not), by the time the
+/// future's last reference is gone; no listener or future leaks.
+#[test]
+fn loom_deadline_races_completion() {
+    use super::{
+        future::Expiry,
+        owned::{OwnedTask, Where, deadline_outcome},
+    };
+    use crate::status::CF_DEADLINE;
+    model(|| {
+        let counts: Arc<OwnedCounts> = Arc::new(Default::default());
+        let arg = Arc::as_ptr(&counts).cast_mut().cast::<c_void>();
+        let task = Task::Owned(Box::new(OwnedTask {
+            work: Task::Call(owned_run, arg),
+            arg_free: Some(owned_arg_free),
+            result_free: Some(owned_result_free),
+            deadline: None,
+        }));
+        let f = Core::with_task(task).expect("no memory limit in the model");
+        let w = f.clone();
+        let worker = thread::spawn(move || {
+            if let Some(t) = w.start() {
+                let outcome = t.run();
+                // A late result comes back and is dropped here: `result_free`.
+                drop(w.finish(outcome));
+            }
+        });
+        let expired = f.expire(true, |running| {
+            let at = if running {
+                Where::OnThread
+            } else {
+                Where::NotStarted
+            };
+            deadline_outcome(0.5, at)
+        });
+        worker.join().unwrap();
+        let ran = counts[0].load(SeqCst);
+        assert!(ran <= 1);
+        assert_eq!(counts[1].load(SeqCst), 1, "arg_free exactly once");
+        match f.outcome() {
+            Some(OutcomeRef::Value(v)) => {
+                assert_eq!(ran, 1);
+                assert_eq!(v, arg);
+                assert_eq!(expired, Expiry::Done);
+                assert_eq!(counts[2].load(SeqCst), 0, "the result is the future's");
+            }
+            Some(OutcomeRef::Failed(e)) => {
+                assert_eq!(e.status, CF_DEADLINE);
+                assert_eq!(expired, Expiry::Finished);
+                assert_eq!(counts[2].load(SeqCst), ran, "a late result is discarded");
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+        assert_eq!(Shared::strong_count(&f), 1);
+        drop(f);
+        assert_eq!(
+            counts[2].load(SeqCst),
+            ran,
+            "result_free once iff the task ran"
+        );
+    });
+}

@@ -12,10 +12,7 @@ use super::{
     task::{ArgFiller, BytesFn, MallocBuf, Outcome, OutcomeRef, Task, TaskFn, Values},
     time::Deadline,
 };
-use crate::{
-    future::failure_message,
-    status::{CF_CANCELLED, CF_END, CF_NO_MEMORY, CF_OS_ERROR, CF_TIMEOUT, cf_status},
-};
+use crate::status::{CF_CANCELLED, CF_END, CF_NO_MEMORY, CF_OS_ERROR, CF_TIMEOUT, cf_status};
 use std::{
     collections::VecDeque,
     ffi::{c_char, c_int, c_void},
@@ -457,7 +454,7 @@ impl MapIter {
                 }
                 match (v.values.get(off), &v.failure) {
                     (Some(value), _) => Item::Ok(*value, 0),
-                    (None, Some(e)) => Item::Failed(e.status, e.code, failure_message(e)),
+                    (None, Some(e)) => Item::Failed(e.status, e.code, e.message_ptr()),
                     (None, None) => Item::Failed(CF_CANCELLED, 0, std::ptr::null()),
                 }
             }
@@ -468,9 +465,7 @@ impl MapIter {
                 };
                 match o {
                     None => Item::Failed(CF_CANCELLED, 0, std::ptr::null()),
-                    Some(OutcomeRef::Failed(e)) => {
-                        Item::Failed(e.status, e.code, failure_message(e))
-                    }
+                    Some(OutcomeRef::Failed(e)) => Item::Failed(e.status, e.code, e.message_ptr()),
                     Some(d @ OutcomeRef::Degraded(..)) => {
                         let (status, code, message) = d.error().expect("an error outcome");
                         Item::Failed(status, code, message)

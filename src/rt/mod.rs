@@ -9,12 +9,14 @@ pub(crate) mod future;
 pub(crate) mod lazy;
 pub(crate) mod many;
 pub(crate) mod map;
+pub(crate) mod owned;
 pub(crate) mod pool;
 pub(crate) mod process;
 pub(crate) mod shared;
 pub(crate) mod sync;
 pub(crate) mod task;
 pub(crate) mod time;
+pub(crate) mod timer;
 pub(crate) mod waiter;
 
 /// Out-of-memory paths under a failing allocator.

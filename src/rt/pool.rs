@@ -25,11 +25,13 @@ use super::{
     context::{UserError, call_task},
     fork::Origin,
     future::{Core, CoreRef},
+    owned::{OwnedTask, Where, deadline_outcome},
     sync::{
         Arc, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, Thread, lock, statics, thread,
         thread_local,
     },
     task::{Outcome, Task},
+    timer::Timer,
 };
 use crate::status::{CF_BROKEN, CF_INVALID_STATE, CF_OK, CF_OS_ERROR, CF_SHUTDOWN, cf_status};
 use crossbeam_utils::CachePadded;
@@ -171,6 +173,16 @@ pub(crate) struct Pool {
     runner: Runner,
     /// The process the pool was made in: only there does it have workers.
     origin: Origin,
+    /// The deadlines of this pool's tasks (`cf_task.timeout`); its thread starts at the
+    /// first one.
+    timer: Arc<Timer>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // The timer thread (if any) exits on its own; a shutdown with wait joined it.
+        drop(self.timer.stop());
+    }
 }
 
 enum Action {
@@ -205,6 +217,11 @@ impl Pool {
         super::blocks::arm_thread();
         let id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        let prefix = config.name_prefix.unwrap_or_else(|| format!("cfpool{id}"));
+        let timer = Timer::new(
+            matches!(runner, Runner::Process(_)),
+            format!("{prefix}_timer"),
+        );
         Arc::new(Pool {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -224,10 +241,11 @@ impl Pool {
             cpus,
             exited: Condvar::new(),
             max_workers: config.max_workers,
-            prefix: config.name_prefix.unwrap_or_else(|| format!("cfpool{id}")),
+            prefix,
             initializer: config.initializer.map(|(f, a)| (f, a as usize)),
             runner,
             origin: Origin::here(),
+            timer,
         })
     }
 
@@ -269,11 +287,89 @@ impl Pool {
             return Err(SubmitError::Forked);
         }
         let core = Core::with_task(task).ok_or(SubmitError::NoMemory)?;
+        self.submit_core(core, |_| Ok(()))
+    }
+
+    /// Queues a task that owns its data or has a deadline (`cf_submit_task`); returns
+    /// its future. On failure nothing of the task's was called: it is taken back and
+    /// disarmed. A deadline already passed finishes the future at once (never queued).
+    pub(crate) fn submit_owned(
+        self: &Arc<Self>,
+        mut owned: Box<OwnedTask>,
+    ) -> Result<CoreRef, SubmitError> {
+        if self.is_foreign() {
+            owned.disarm();
+            return Err(SubmitError::Forked);
+        }
+        let deadline = owned.deadline.as_ref().map(|d| (d.at, d.timeout));
+        let passed = deadline.is_some_and(|(at, _)| at <= std::time::Instant::now());
+        let mut id = None;
+        if let (Some(d), false) = (owned.deadline.as_mut(), passed) {
+            let n = self.timer.next_id();
+            d.entry = Some((Arc::clone(&self.timer), n));
+            id = Some(n);
+        }
+        let core = match Core::with_task_or_back(Task::Owned(owned)) {
+            Ok(core) => core,
+            Err(task) => {
+                disarm(task);
+                return Err(SubmitError::NoMemory);
+            }
+        };
+        let result = if passed {
+            let mut st = lock(&self.state);
+            Self::accept(&mut st, 0).map(|()| core.clone())
+        } else {
+            self.submit_core(core.clone(), |pool| match (id, deadline) {
+                (Some(id), Some((at, timeout))) => {
+                    pool.timer
+                        .add(id, Arc::downgrade(pool), at, timeout, core.clone())
+                }
+                _ => Ok(()),
+            })
+        };
+        match result {
+            Ok(core) => {
+                if passed {
+                    let timeout = deadline.map_or(0.0, |d| d.1);
+                    core.expire(true, |_| deadline_outcome(timeout, Where::NotStarted));
+                }
+                Ok(core)
+            }
+            Err(e) => {
+                // Nobody else has seen the task (or, after a failed worker start, taken
+                // it): take it back, so that its drop calls nothing.
+                if let Some(task) = core.start() {
+                    disarm(task);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// For the timer: the deadline of `core`, whose task runs in a worker process, has
+    /// passed (see `ProcShared::deadline_passed_running`).
+    pub(crate) fn deadline_passed_running(&self, core: &CoreRef, timeout: f64) {
+        if let Runner::Process(shared) = &self.runner {
+            shared.deadline_passed_running(core, timeout);
+        }
+    }
+
+    /// Queues a future made for a task. `before_queue` runs under the pool's lock once
+    /// the pool accepts the task (`cf_submit_task` registers a deadline there, so that
+    /// no worker can take the task first and no deadline is left for a task refused).
+    #[inline]
+    fn submit_core(
+        self: &Arc<Self>,
+        core: CoreRef,
+        before_queue: impl FnOnce(&Arc<Self>) -> Result<(), SubmitError>,
+    ) -> Result<CoreRef, SubmitError> {
         // The queue's reference is made before taking the lock, which submitters on other
         // threads and the workers contend for: less time holding it.
         let queued = core.clone();
         let mut st = lock(&self.state);
         Self::accept(&mut st, 1)?;
+        before_queue(self)?;
         st.queue.push_back(queued);
         self.sync_queued(&st.queue);
         match self.plan(&mut st) {
@@ -657,6 +753,10 @@ impl Pool {
         if let Runner::Process(shared) = &self.runner {
             shared.close_server();
         }
+        // Every task has finished: the timer has nothing left to do.
+        if let Some(t) = self.timer.stop() {
+            let _ = t.join();
+        }
         CF_OK
     }
 
@@ -697,6 +797,13 @@ impl Pool {
         st.idle -= 1;
         drop(st);
         self.exited.notify_all();
+    }
+}
+
+/// A task taken back after a failed submit: its free functions are not called.
+fn disarm(task: Task) {
+    if let Task::Owned(mut o) = task {
+        o.disarm();
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) enum Task {
     Calls(TaskFn, Box<Values>),
     /// A chunk of byte map items, run one after the other by one worker.
     ByteChunk(BytesFn, Box<[MallocBuf]>),
+    /// A call or byte task with free functions or a deadline (`cf_submit_task`).
+    Owned(Box<super::owned::OwnedTask>),
 }
 
 /// A buffer from C's `malloc` that the library owns and frees with `free`.
@@ -203,6 +205,9 @@ pub(crate) enum Outcome {
     /// `CF_NO_MEMORY` with `ENOMEM` when a result could not be stored), the message is
     /// `NO_MEMORY_MESSAGE`. Needs no allocation, so a future always finishes.
     Degraded(cf_status, c_int),
+    /// A pointer result freed by its `result_free` when dropped (`cf_submit_task`,
+    /// `cf_future_set_result_owned`); reads as `OutcomeRef::Value`.
+    Owned(super::owned::OwnedValue),
 }
 
 impl Outcome {
@@ -260,6 +265,7 @@ impl Outcome {
             Outcome::Chunk(items) => OutcomeRef::Chunk(items),
             Outcome::Values(v) => OutcomeRef::Values(v),
             Outcome::Degraded(status, code) => OutcomeRef::Degraded(*status, *code),
+            Outcome::Owned(v) => OutcomeRef::Value(v.value),
         }
     }
 }
@@ -283,6 +289,23 @@ impl Failure {
             .as_deref()
             .map_or(std::ptr::null(), CStr::as_ptr)
     }
+}
+
+/// Copies a C buffer; NULL with a length is `CF_INVALID_ARGUMENT`, a copy that cannot be
+/// allocated `CF_NO_MEMORY`.
+///
+/// # Safety
+/// `data` is NULL or points to `len` readable bytes.
+pub(crate) unsafe fn copy_bytes(data: *const c_void, len: usize) -> Result<MallocBuf, cf_status> {
+    if len == 0 {
+        return Ok(MallocBuf::empty());
+    }
+    if data.is_null() {
+        return Err(crate::status::CF_INVALID_ARGUMENT);
+    }
+    // SAFETY: non-NULL and `len` readable bytes, by the caller's guarantee.
+    let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+    MallocBuf::copy_of(bytes).ok_or(CF_NO_MEMORY)
 }
 
 /// `v` as a boxed slice without a reallocation that could abort: a vector with spare
@@ -635,7 +658,7 @@ impl From<Vec<*mut c_void>> for Slots {
     }
 }
 
-fn run_call(f: TaskFn, arg: *mut c_void) -> Outcome {
+pub(crate) fn run_call(f: TaskFn, arg: *mut c_void) -> Outcome {
     // SAFETY: `f` is the caller's task function; the contract makes calling it with its
     // `arg` the caller's responsibility.
     match call_task(|| unsafe { f(arg) }) {
@@ -716,6 +739,7 @@ impl Task {
                     None => Outcome::no_memory(),
                 }
             }
+            Task::Owned(o) => o.run(),
         }
     }
 }

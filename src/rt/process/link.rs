@@ -91,7 +91,7 @@ impl Link {
     /// the arena (made, or replaced by a larger one, while idle); if no arena can be had,
     /// through the socket. `NoRoom` also when its frame may not go out yet (`may_send`).
     pub(super) fn send(&mut self, task: &Task, idle: bool) -> io::Result<Sent> {
-        let Task::Bytes(f, input) = task else {
+        let Task::Bytes(f, input) = task.wire() else {
             return self.send_inline(task);
         };
         if input.len() < SHM_MIN {

@@ -168,6 +168,16 @@ impl ProcShared {
     }
 
     /// Closes the control socket and reaps the server (which reaps any worker left).
+    /// The timer's hook for a task with a deadline (`cf_task.timeout`) that is RUNNING
+    /// on this pool when its deadline passes: started by a proxy, so either sent to a
+    /// worker process or about to be sent. Called on the timer thread, holding no lock.
+    pub(crate) fn deadline_passed_running(
+        &self,
+        _core: &crate::rt::future::CoreRef,
+        _timeout: f64,
+    ) {
+    }
+
     pub(crate) fn close_server(&self) {
         self.server.close();
     }

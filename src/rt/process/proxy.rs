@@ -172,12 +172,24 @@ impl Proxy<'_> {
                     break;
                 };
                 if let Some(task) = job.start() {
-                    unsent.push_back((job, task));
+                    // A deadline passed before the task went out: it never runs.
+                    match task.unless_expired() {
+                        Ok(task) => unsent.push_back((job, task)),
+                        Err(outcome) => drop(job.finish(outcome)),
+                    }
                 }
             }
             // 2. Send it, as far as this worker may take it.
             let mut channel_broken = false;
             while let Some((job, task)) = unsent.pop_front() {
+                // Taken for this worker earlier; its deadline may have passed since.
+                let task = match task.unless_expired() {
+                    Ok(task) => task,
+                    Err(outcome) => {
+                        drop(job.finish(outcome));
+                        continue;
+                    }
+                };
                 if w.is_none() {
                     match self.replace(pool) {
                         Ok(fresh) => w = Some(fresh),
@@ -296,6 +308,9 @@ impl Proxy<'_> {
                 worker.answered();
                 let ((job, task), slot) =
                     inflight.pop_front().expect("an answer to a task in flight");
+                // An owned task's result is freed with the future; its `arg_free` runs
+                // as the task drops.
+                let outcome = task.adopt(outcome);
                 drop(task);
                 if let (Some(slot), Some(arena)) = (slot, worker.arena.as_mut()) {
                     arena.free(slot);

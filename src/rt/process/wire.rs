@@ -124,6 +124,10 @@ pub(super) fn encode_outcome(v: &mut Vec<u8>, o: &Outcome) {
             v.push(O_VALUE);
             put_u64(v, *p as usize as u64);
         }
+        Outcome::Owned(o) => {
+            v.push(O_VALUE);
+            put_u64(v, o.value as usize as u64);
+        }
         Outcome::Bytes(b) => {
             v.push(O_BYTES);
             put_u64(v, b.len as u64);
@@ -286,7 +290,7 @@ pub(super) fn decode_outcome(r: &mut Reader<'_>, depth: u32) -> io::Result<Outco
 /// that several can go out in one system call; `false` (nothing appended) for any other
 /// task.
 pub(super) fn encode_small(task: &Task, m: &mut Vec<u8>) -> bool {
-    match task {
+    match task.wire() {
         Task::Call(f, arg) => {
             m.extend_from_slice(&header(K_CALL, 16));
             put_u64(m, *f as usize as u64);
@@ -306,18 +310,19 @@ pub(super) fn encode_small(task: &Task, m: &mut Vec<u8>) -> bool {
 /// The length of the frame `send_task` sends for `task`, header included.
 pub(super) fn frame_len(task: &Task) -> usize {
     HEADER
-        + match task {
+        + match task.wire() {
             Task::Call(..) => 16,
             Task::Bytes(_, input) => 8 + input.len(),
             Task::Calls(_, chunk) => 16 + 8 * chunk.values.len(),
             Task::ByteChunk(_, inputs) => 16 + inputs.iter().map(|i| 8 + i.len()).sum::<usize>(),
+            Task::Owned(_) => unreachable!("`wire` unwraps owned tasks"),
         }
 }
 
 /// Sends a task to a worker (parent side). Large byte inputs go out straight from their
 /// buffers; calls and small byte inputs as `encode_small` frames them.
 pub(super) fn send_task(fd: BorrowedFd<'_>, task: &Task) -> io::Result<()> {
-    match task {
+    match task.wire() {
         Task::Bytes(f, input) if input.len() >= SHM_MIN => {
             let mut m = Vec::with_capacity(HEADER + 8);
             m.extend_from_slice(&header(K_BYTES, 8 + input.len()));
