@@ -22,5 +22,6 @@ pub mod executor;
 pub mod future;
 pub mod map;
 pub mod status;
+pub mod then;
 pub mod version;
 pub mod wait;

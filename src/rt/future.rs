@@ -44,6 +44,7 @@
 
 use super::{
     context,
+    hook::Hook,
     shared::{Shared, try_box},
     sync::{AtomicU32, Ordering, RawLock, Thread, UnsafeCell, alloc, dealloc, thread},
     task::{Failure, MallocBuf, Outcome, OutcomeRef, Task, TaskFn, Values},
@@ -98,6 +99,8 @@ pub(crate) enum Listener {
     Notify(Shared<WaitSet>, usize),
     /// A done callback with its userdata.
     Callback(CallbackFn, *mut c_void),
+    /// An engine hook (a continuation, a `cf_when`): run with the callbacks.
+    Hook(Hook),
 }
 
 /// What a future's slot holds. The kind lives in the state word, so that the slot itself
@@ -303,6 +306,8 @@ const UNPARK: usize = 0;
 const NOTIFY: usize = 1;
 /// `Listener::Callback`, payload `(CallbackFn, *mut c_void)`.
 const CALLBACK: usize = 2;
+/// `Listener::Hook`, payload `Hook`.
+const HOOK: usize = 3;
 /// The link bits that hold the variant.
 const TAG: usize = 0b11;
 
@@ -329,10 +334,11 @@ impl Node {
                     let (set, index) = self.payload.take();
                     Listener::Notify(set, index)
                 }
-                _ => {
+                CALLBACK => {
                     let (f, userdata) = self.payload.take();
                     Listener::Callback(f, userdata)
                 }
+                _ => Listener::Hook(self.payload.take()),
             }
         }
     }
@@ -353,6 +359,7 @@ fn try_node(listener: Listener) -> Result<*mut Node, Listener> {
         Listener::Unpark(t) => payload.put_as(t, UNPARK),
         Listener::Notify(set, index) => payload.put_as((set, index), NOTIFY),
         Listener::Callback(f, userdata) => payload.put_as((f, userdata), CALLBACK),
+        Listener::Hook(h) => payload.put_as(h, HOOK),
     };
     let mut node = Node {
         link: std::ptr::without_provenance_mut(tag),
@@ -669,7 +676,7 @@ impl Core {
                 match &*(*p).peek() {
                     Listener::Unpark(t) => t.unpark(),
                     Listener::Notify(set, index) => set.notify(*index),
-                    Listener::Callback(..) => {}
+                    Listener::Callback(..) | Listener::Hook(_) => {}
                 }
                 p = (*p).next();
             }
@@ -678,8 +685,10 @@ impl Core {
         while !p.is_null() {
             // SAFETY: as above; each node is freed once, here, after its last use.
             let next = unsafe { (*p).next() };
-            if let Listener::Callback(f, userdata) = unsafe { free_node(p) } {
-                self.call(f, userdata);
+            match unsafe { free_node(p) } {
+                Listener::Callback(f, userdata) => self.call(f, userdata),
+                Listener::Hook(h) => h.fire(self),
+                _ => {}
             }
             p = next;
         }

@@ -5,6 +5,7 @@
 pub(crate) mod blocks;
 pub(crate) mod context;
 pub(crate) mod future;
+pub(crate) mod hook;
 pub(crate) mod many;
 pub(crate) mod map;
 pub(crate) mod pool;
@@ -12,8 +13,10 @@ pub(crate) mod process;
 pub(crate) mod shared;
 pub(crate) mod sync;
 pub(crate) mod task;
+pub(crate) mod then;
 pub(crate) mod time;
 pub(crate) mod waiter;
+pub(crate) mod when;
 
 /// Out-of-memory paths under a failing allocator.
 #[cfg(all(test, not(cfutures_loom)))]

@@ -166,6 +166,8 @@ pub(crate) struct Pool {
     prefix: String,
     initializer: Option<(InitFn, usize)>,
     runner: Runner,
+    /// Continuations waiting for their antecedent (`rt::then`), finished at shutdown.
+    pub(crate) conts: super::then::Conts,
 }
 
 enum Action {
@@ -222,6 +224,7 @@ impl Pool {
             prefix: config.name_prefix.unwrap_or_else(|| format!("cfpool{id}")),
             initializer: config.initializer.map(|(f, a)| (f, a as usize)),
             runner,
+            conts: super::then::Conts::new(),
         })
     }
 
@@ -238,6 +241,13 @@ impl Pool {
     /// Queues a task; returns its future.
     pub(crate) fn submit(self: &Arc<Self>, task: Task) -> Result<CoreRef, SubmitError> {
         let core = Core::with_task(task).ok_or(SubmitError::NoMemory)?;
+        self.enqueue(core)
+    }
+
+    /// Queues a future made earlier that holds its task (a continuation whose antecedent
+    /// is done, see `rt::then`); gives it back.
+    #[inline]
+    pub(crate) fn enqueue(self: &Arc<Self>, core: CoreRef) -> Result<CoreRef, SubmitError> {
         // The queue's reference is made before taking the lock, which submitters on other
         // threads and the workers contend for: less time holding it.
         let queued = core.clone();
@@ -261,6 +271,18 @@ impl Pool {
             }
         }
         Ok(core)
+    }
+
+    /// Why a submit would be refused now (shut down or broken), if it would.
+    pub(crate) fn refusal(&self) -> Option<SubmitError> {
+        let st = lock(&self.state);
+        if st.broken {
+            Some(SubmitError::Broken)
+        } else if st.shutdown {
+            Some(SubmitError::Shutdown)
+        } else {
+            None
+        }
     }
 
     /// Whether `n` more tasks may be queued now (under the lock): not broken, not shut
@@ -601,6 +623,8 @@ impl Pool {
         for f in cancelled {
             f.cancel();
         }
+        // Continuations whose antecedent is not done will never run here.
+        self.conts.shut();
         if !wait {
             return CF_OK;
         }

@@ -662,6 +662,8 @@ fn frame_len(task: &Task) -> usize {
             Task::Bytes(_, input) => 8 + input.len(),
             Task::Calls(_, chunk) => 16 + 8 * chunk.values.len(),
             Task::ByteChunk(_, inputs) => 16 + inputs.iter().map(|i| 8 + i.len()).sum::<usize>(),
+            // Never sent: continuations run on thread pools only (`cf_future_then`).
+            Task::Then(_) => 0,
         }
 }
 

@@ -36,6 +36,8 @@ pub(crate) enum Task {
     Calls(TaskFn, Box<Values>),
     /// A chunk of byte map items, run one after the other by one worker.
     ByteChunk(BytesFn, Box<[MallocBuf]>),
+    /// A continuation, `fn(arg, antecedent)` (`cf_future_then`); thread pools only.
+    Then(Shared<super::then::ThenLink>),
 }
 
 /// A buffer from C's `malloc` that the library owns and frees with `free`.
@@ -698,6 +700,10 @@ impl Task {
                 }
                 Outcome::Values(chunk)
             }
+            Task::Then(link) => match link.call() {
+                Ok(value) => Outcome::Value(value),
+                Err(e) => Failure::from_user(e),
+            },
             Task::ByteChunk(f, inputs) => {
                 let mut out = Vec::new();
                 if out.try_reserve_exact(inputs.len()).is_err() {
