@@ -48,7 +48,7 @@ use std::{
 /// Smallest cached size; the classes are 24, 32, 40 and 48 bytes.
 const MIN: usize = 24;
 /// Number of size classes, 8 bytes apart.
-const CLASSES: usize = 4;
+const CLASSES: usize = 7;
 /// Blocks per magazine.
 const MAG: usize = 32;
 /// Full magazines a depot keeps per class.

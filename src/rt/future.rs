@@ -126,10 +126,12 @@ enum Kind {
     Chunk,
     Values,
     Degraded,
+    /// `Task::Then(link)` (a continuation), stored as its one word.
+    Then,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::Empty,
         Kind::Call,
         Kind::Calls,
@@ -140,6 +142,7 @@ impl Kind {
         Kind::Chunk,
         Kind::Values,
         Kind::Degraded,
+        Kind::Then,
     ];
 
     /// The kind recorded in a state word.
@@ -202,6 +205,7 @@ impl Payload {
         let kind = match task {
             Task::Call(f, arg) => p.put_as((f, arg), Kind::Call),
             Task::Calls(f, values) => p.put_as((f, values), Kind::Calls),
+            Task::Then(link) => p.put_as(link, Kind::Then),
             other => p.put_as(try_box(other)?, Kind::Boxed),
         };
         Ok((kind, p))
@@ -242,6 +246,7 @@ impl Payload {
                 Some(Task::Calls(f, values))
             }
             Kind::Boxed => Some(*unsafe { self.take::<Box<Task>>() }),
+            Kind::Then => Some(Task::Then(unsafe { self.take() })),
             _ => None,
         }
     }
@@ -263,7 +268,7 @@ impl Payload {
                     let &(status, code) = self.get::<(cf_status, c_int)>();
                     OutcomeRef::Degraded(status, code)
                 }
-                Kind::Empty | Kind::Call | Kind::Calls | Kind::Boxed => return None,
+                Kind::Empty | Kind::Call | Kind::Calls | Kind::Boxed | Kind::Then => return None,
             })
         }
     }
@@ -280,6 +285,7 @@ impl Payload {
                 Kind::Empty | Kind::Call | Kind::Value | Kind::Degraded => {}
                 Kind::Calls => drop(self.take::<(TaskFn, Box<Values>)>()),
                 Kind::Boxed => drop(self.take::<Box<Task>>()),
+                Kind::Then => drop(self.take::<Shared<super::then::ThenLink>>()),
                 Kind::Bytes => drop(self.take::<MallocBuf>()),
                 Kind::Failed => drop(self.take::<Box<Failure>>()),
                 Kind::Chunk => drop(self.take::<Box<[Outcome]>>()),

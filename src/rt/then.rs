@@ -14,8 +14,8 @@
 //! (the only write to that cell, before the task can be started: the task reads it only
 //! after it is queued or run here) and then:
 //! - inline (`ex` NULL): starts and runs the task now, in this thread (`run_inline`);
-//! - on a pool: takes the future out of the pool's `Conts` and queues it as a task
-//!   (`Pool::enqueue`). A pool shut down in between refuses it: it finishes then with
+//! - on a pool: claims the link (see Shutdown) and hands the future to the pool as a
+//!   task (see below). A pool shut down in between refuses it: it finishes then with
 //!   `CF_SHUTDOWN` (or `CF_BROKEN`).
 //!
 //! A continuation cancelled before that is simply dropped (its task never starts). The
@@ -24,12 +24,26 @@
 //!
 //! # Shutdown
 //!
-//! A pool keeps the continuations it has accepted whose antecedent is not done yet in
-//! `Conts` (a slab: O(1) to add and remove). Shutdown closes it and finishes every one
-//! of them with `CF_SHUTDOWN`; a later `then` on that pool is refused. A hook that fires
-//! after that finds its entry gone (the set is closed) and does nothing: it never queues
-//! on a pool that was shut down (and it holds the pool's `Arc`, so even the check touches
-//! live memory).
+//! A pool keeps the continuations it has accepted in `Conts`, a lock-free stack of links
+//! (one compare-and-swap to add one; nothing to remove one), so that shutdown can find
+//! those whose antecedent is not done yet. Each pool link has a `claimed` flag: the
+//! first of the hook and shutdown to set it owns the continuation, so exactly one of
+//! them acts (the hook runs or queues it; shutdown finishes it with `CF_SHUTDOWN`).
+//! Claimed links stay on the stack until a later registration sweeps them off (when the
+//! stack has doubled since the last sweep: O(1) per link, amortised). Shutdown closes
+//! the stack (a tag bit in its head: a later `then` on that pool is refused) and
+//! claims what it finds; a hook that fires after that loses the claim and does nothing,
+//! so it never queues on a pool that was shut down (it holds the pool's `Arc`, so even
+//! the check touches live memory). A broken pool sets another tag bit: `then` is
+//! refused with `CF_BROKEN`.
+//!
+//! # Where a ready continuation goes
+//!
+//! A hook that fires on a worker of the continuation's pool (the antecedent was a task of
+//! that pool) hands the continuation to that worker's own batch (`Pool::push_local`): it
+//! runs right after the current task, without the pool's queue lock, and stays visible
+//! to the other workers' stealing and to shutdown's `cancel_futures` like any batched
+//! task. From any other thread it is queued (`Pool::enqueue`).
 //!
 //! # Depth
 //!
@@ -45,7 +59,7 @@ use super::{
     hook::{Hook, HookHead, HookVt},
     pool::{Pool, SubmitError},
     shared::Shared,
-    sync::{Arc, AtomicUsize, Mutex, Ordering, UnsafeCell, lock, thread_local},
+    sync::{Arc, AtomicU32, AtomicUsize, Mutex, Ordering, UnsafeCell, lock, thread_local},
     task::{Outcome, Task},
 };
 use crate::{
@@ -74,8 +88,32 @@ const SHUT_MESSAGE: &str =
 enum Target {
     /// In the thread that finishes the antecedent.
     Inline,
-    /// On this thread pool; `slot` is its entry in the pool's `Conts`.
-    Pool { pool: Arc<Pool>, slot: AtomicUsize },
+    /// On this thread pool, registered in its `Conts`.
+    Pool { pool: Arc<Pool>, reg: Reg },
+}
+
+/// A pool link's registration in its pool's `Conts` (see the module comment).
+struct Reg {
+    /// The link below this one on the stack (an exposed address, 0 at the bottom);
+    /// written before the link is pushed, then only by whoever has the stack detached.
+    next: AtomicUsize,
+    /// Set (0 → 1) by the first of the hook and shutdown: that one owns `cont`.
+    claimed: AtomicU32,
+    /// The continuation, for shutdown; taken by the claimer (which breaks the cycle
+    /// link → future → task → link).
+    cont: UnsafeCell<Option<CoreRef>>,
+}
+
+impl Reg {
+    /// Claims the continuation; its reference if this call won.
+    fn claim(&self) -> Option<CoreRef> {
+        // AcqRel: the winner sees `cont` as written before the push.
+        if self.claimed.swap(1, Ordering::AcqRel) != 0 {
+            return None;
+        }
+        // SAFETY: the only access after the push, by the one claimer.
+        self.cont.with_mut(|c| unsafe { (*c).take() })
+    }
 }
 
 /// What a continuation's task and its hook share. See the module comment.
@@ -112,14 +150,16 @@ impl ThenLink {
     /// Runs `fn(arg, antecedent)` in the current task context (the task of
     /// `Task::Then`).
     pub(crate) fn call(&self) -> Result<*mut c_void, UserError> {
-        // SAFETY: written by the hook before the task was queued or run (module comment).
-        let ante = self
-            .antecedent
-            .with(|a| unsafe { (*a).as_ref().map_or(std::ptr::null(), Shared::as_ptr) });
-        debug_assert!(!ante.is_null(), "a continuation ran before its antecedent");
+        super::pool::note_continuation();
+        // SAFETY: written by the hook before the task was queued or run (module comment),
+        // and read only here: taken, so that the antecedent goes as soon as `fn` returns
+        // (the link itself may stay on its pool's stack until a sweep).
+        let ante = self.antecedent.with_mut(|a| unsafe { (*a).take() });
+        debug_assert!(ante.is_some(), "a continuation ran before its antecedent");
+        let p = ante.as_ref().map_or(std::ptr::null(), Shared::as_ptr);
         // SAFETY: the caller's function and argument, with the antecedent borrowed for
-        // the call (this link holds a reference to it), as the contract says.
-        call_task(|| unsafe { (self.f)(self.arg, ante as *mut cf_future) })
+        // the call (`ante` holds a reference to it), as the contract says.
+        call_task(|| unsafe { (self.f)(self.arg, p as *mut cf_future) })
     }
 }
 
@@ -143,15 +183,14 @@ pub(crate) fn then(
 ) -> Result<CoreRef, ThenError> {
     let target = match pool {
         None => Target::Inline,
-        Some(p) => {
-            if let Some(e) = p.refusal() {
-                return Err(ThenError::Refused(e));
-            }
-            Target::Pool {
-                pool: Arc::clone(p),
-                slot: AtomicUsize::new(usize::MAX),
-            }
-        }
+        Some(p) => Target::Pool {
+            pool: Arc::clone(p),
+            reg: Reg {
+                next: AtomicUsize::new(0),
+                claimed: AtomicU32::new(0),
+                cont: UnsafeCell::new(None),
+            },
+        },
     };
     let link = Shared::try_new(ThenLink {
         head: HookHead { vt: &THEN_VT },
@@ -162,10 +201,14 @@ pub(crate) fn then(
     })
     .map_err(|_| ThenError::NoMemory)?;
     let cont = Core::with_task(Task::Then(link.clone())).ok_or(ThenError::NoMemory)?;
-    if let Target::Pool { pool, slot } = &link.target {
-        let i = pool.conts.insert(cont.clone())?;
-        // Relaxed: read by the hook, which the listener lock orders after this.
-        slot.store(i, Ordering::Relaxed);
+    if let Target::Pool { pool, reg } = &link.target {
+        // SAFETY: nobody else knows the link yet.
+        reg.cont.with_mut(|c| unsafe { *c = Some(cont.clone()) });
+        if let Err(e) = pool.conts.push(&link) {
+            // Not pushed: take the cycle apart again.
+            drop(reg.claim());
+            return Err(ThenError::Refused(e));
+        }
     }
     let hook = {
         let obj = NonNull::from(&link.head);
@@ -187,8 +230,9 @@ pub(crate) fn then(
         Ok(()) => {}
         Err(NotAdded::Done) => ready(link, cont.clone(), counted(antecedent)),
         Err(NotAdded::NoMemory) => {
-            if let Target::Pool { pool, slot } = &link.target {
-                pool.conts.remove(slot.load(Ordering::Relaxed));
+            // Left on the stack, claimed: a sweep or the pool drops it.
+            if let Target::Pool { reg, .. } = &link.target {
+                drop(reg.claim());
             }
             return Err(ThenError::NoMemory);
         }
@@ -224,9 +268,9 @@ unsafe fn drop_then(obj: NonNull<HookHead>, word: usize) {
 
 /// The antecedent is done: run or queue the continuation.
 fn ready(link: Shared<ThenLink>, cont: CoreRef, antecedent: CoreRef) {
-    if let Target::Pool { pool, slot } = &link.target {
-        // Gone from the set: shutdown took it (and finished it).
-        if !pool.conts.remove(slot.load(Ordering::Relaxed)) {
+    if let Target::Pool { reg, .. } = &link.target {
+        // Claimed by shutdown already (which finished it).
+        if reg.claim().is_none() {
             return;
         }
     }
@@ -243,6 +287,11 @@ fn ready(link: Shared<ThenLink>, cont: CoreRef, antecedent: CoreRef) {
             run_inline(cont);
         }
         Target::Pool { pool, .. } => {
+            // On a worker of this pool: right after its current task, in its batch.
+            let cont = match pool.push_local(cont) {
+                Ok(()) => return,
+                Err(cont) => cont,
+            };
             if let Err(e) = pool.enqueue(cont.clone()) {
                 let (status, message) = match e {
                     SubmitError::Shutdown => (CF_SHUTDOWN, SHUT_MESSAGE.to_owned()),
@@ -298,74 +347,197 @@ fn run_inline(cont: CoreRef) {
     DEPTH.with(|d| d.set(depth));
 }
 
-/// A pool's continuations whose antecedent is not done yet (see the module comment).
+/// The tag bits of `Conts::head`.
+const CLOSED: usize = 1;
+const BROKEN: usize = 2;
+const TAGS: usize = CLOSED | BROKEN;
+
+/// Registrations on the stack below which no sweep is made.
+const SWEEP_MIN: usize = 64;
+
+/// A pool's continuations, for shutdown (see the module comment): a lock-free stack of
+/// links, each holding one reference of the stack's.
 pub(crate) struct Conts {
-    inner: Mutex<ContsInner>,
+    /// The top link (an exposed address) with the tag bits `CLOSED` and `BROKEN`.
+    head: AtomicUsize,
+    /// Pushes since the last sweep, and the pushes that start the next one.
+    pushed: AtomicUsize,
+    sweep_at: AtomicUsize,
+    /// Held by a sweep while it has the stack detached, and by shutdown (which must find
+    /// every link on the stack).
+    sweeping: Mutex<()>,
 }
 
-struct ContsInner {
-    slots: Vec<Option<CoreRef>>,
-    free: Vec<usize>,
-    closed: bool,
+/// The link at an address on the stack.
+///
+/// # Safety
+/// `addr` is a link pushed by `Conts::push` whose stack reference is still held.
+unsafe fn link_at<'a>(addr: usize) -> &'a ThenLink {
+    // SAFETY: as the caller promises.
+    unsafe { &*std::ptr::with_exposed_provenance::<ThenLink>(addr) }
+}
+
+/// The registration of a link on a pool's stack.
+fn reg_of(link: &ThenLink) -> &Reg {
+    match &link.target {
+        Target::Pool { reg, .. } => reg,
+        Target::Inline => unreachable!("an inline continuation on a pool's stack"),
+    }
 }
 
 impl Conts {
     pub(crate) fn new() -> Conts {
         Conts {
-            inner: Mutex::new(ContsInner {
-                slots: Vec::new(),
-                free: Vec::new(),
-                closed: false,
-            }),
+            head: AtomicUsize::new(0),
+            pushed: AtomicUsize::new(0),
+            sweep_at: AtomicUsize::new(SWEEP_MIN),
+            sweeping: Mutex::new(()),
         }
     }
 
-    /// Adds `cont`; gives its slot. Refused once the pool is shut down.
-    fn insert(&self, cont: CoreRef) -> Result<usize, ThenError> {
-        let mut g = lock(&self.inner);
-        if g.closed {
-            return Err(ThenError::Refused(SubmitError::Shutdown));
+    /// Pushes `link` (a pool link), with a reference of the stack's; refused once the
+    /// pool is shut down or broken.
+    fn push(&self, link: &Shared<ThenLink>) -> Result<(), SubmitError> {
+        let addr = Shared::as_ptr(link).expose_provenance();
+        debug_assert_eq!(addr & TAGS, 0);
+        let reg = reg_of(link);
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            if head & CLOSED != 0 {
+                return Err(SubmitError::Shutdown);
+            }
+            if head & BROKEN != 0 {
+                return Err(SubmitError::Broken);
+            }
+            reg.next.store(head & !TAGS, Ordering::Relaxed);
+            // Release: whoever detaches the stack sees `next` and `cont`.
+            match self.head.compare_exchange_weak(
+                head,
+                addr | (head & TAGS),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(h) => head = h,
+            }
         }
-        if let Some(i) = g.free.pop() {
-            g.slots[i] = Some(cont);
-            return Ok(i);
+        std::mem::forget(link.clone());
+        let n = self.pushed.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.sweep_at.load(Ordering::Relaxed) {
+            self.sweep();
         }
-        let room = g.slots.try_reserve(1).and_then(|()| {
-            let n = g.slots.len() + 1;
-            let free_len = g.free.len();
-            g.free.try_reserve(n - free_len)
-        });
-        room.map_err(|_| ThenError::NoMemory)?;
-        g.slots.push(Some(cont));
-        Ok(g.slots.len() - 1)
+        Ok(())
     }
 
-    /// Removes slot `i`; false if the set was closed (shutdown took it).
-    fn remove(&self, i: usize) -> bool {
-        let mut g = lock(&self.inner);
-        if g.closed {
-            return false;
+    /// Detaches the whole stack, setting `tags`; the old top (address) and tag bits, or
+    /// `None` if it was closed already.
+    fn detach(&self, tags: usize) -> Option<usize> {
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            if head & CLOSED != 0 {
+                return None;
+            }
+            // Acquire: see what the pushers wrote before their push.
+            match self.head.compare_exchange_weak(
+                head,
+                (head & TAGS) | tags,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(head & !TAGS),
+                Err(h) => head = h,
+            }
         }
-        let cont = g.slots[i].take();
-        debug_assert!(cont.is_some(), "a continuation's slot removed twice");
-        // Never allocates: `insert` made room for every slot in `free`.
-        g.free.push(i);
-        drop(g);
-        drop(cont);
-        true
     }
 
-    /// Shutdown: closes the set and finishes every continuation in it with
-    /// `CF_SHUTDOWN` (their callbacks run in this thread).
-    pub(crate) fn shut(&self) {
-        let slots = {
-            let mut g = lock(&self.inner);
-            g.closed = true;
-            g.free = Vec::new();
-            std::mem::take(&mut g.slots)
+    /// Drops the stack's references to the claimed links and puts the others back.
+    fn sweep(&self) {
+        let Ok(guard) = self.sweeping.try_lock() else {
+            return; // another sweep (or shutdown) is at it
         };
-        for cont in slots.into_iter().flatten() {
-            let _ = cont.finish(Outcome::failed(CF_SHUTDOWN, 0, SHUT_MESSAGE));
+        let Some(mut addr) = self.detach(0) else {
+            return;
+        };
+        let (mut top, mut bottom, mut kept) = (0usize, 0usize, 0usize);
+        while addr != 0 {
+            // SAFETY: on the stack, which we have detached: its references are ours.
+            let link = unsafe { link_at(addr) };
+            let reg = reg_of(link);
+            let next = reg.next.load(Ordering::Relaxed);
+            // Acquire: a claimer's writes happen before we drop the link.
+            if reg.claimed.load(Ordering::Acquire) != 0 {
+                // SAFETY: the stack's reference, given up once.
+                drop(unsafe { Shared::from_raw(link as *const ThenLink) });
+            } else {
+                reg.next.store(top, Ordering::Relaxed);
+                if top == 0 {
+                    bottom = addr;
+                }
+                top = addr;
+                kept += 1;
+            }
+            addr = next;
         }
+        if top != 0 {
+            // SAFETY: kept, so still referenced by the stack.
+            let bottom_reg = reg_of(unsafe { link_at(bottom) });
+            let mut head = self.head.load(Ordering::Relaxed);
+            loop {
+                // Not closed: shutdown waits for `sweeping`.
+                bottom_reg.next.store(head & !TAGS, Ordering::Relaxed);
+                match self.head.compare_exchange_weak(
+                    head,
+                    top | (head & TAGS),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(h) => head = h,
+                }
+            }
+        }
+        self.pushed.store(0, Ordering::Relaxed);
+        self.sweep_at
+            .store((2 * kept).max(SWEEP_MIN), Ordering::Relaxed);
+        drop(guard);
+    }
+
+    /// The pool is broken: later `then`s are refused with `CF_BROKEN` (those registered
+    /// already finish with `CF_BROKEN` when their antecedent is done).
+    pub(crate) fn mark_broken(&self) {
+        self.head.fetch_or(BROKEN, Ordering::Relaxed);
+    }
+
+    /// Shutdown: closes the stack and finishes every continuation on it that no hook
+    /// has claimed with `CF_SHUTDOWN` (their callbacks run in this thread).
+    pub(crate) fn shut(&self) {
+        let guard = lock(&self.sweeping);
+        let top = self.detach(CLOSED);
+        drop(guard);
+        Self::release(top.unwrap_or(0), |cont| {
+            let _ = cont.finish(Outcome::failed(CF_SHUTDOWN, 0, SHUT_MESSAGE));
+        });
+    }
+
+    /// Drops the references of a detached stack from `addr` down, giving each
+    /// continuation claimed here to `unclaimed`.
+    fn release(mut addr: usize, unclaimed: impl Fn(CoreRef)) {
+        while addr != 0 {
+            // SAFETY: detached by the caller: the references are ours.
+            let link = unsafe { Shared::from_raw(link_at(addr) as *const ThenLink) };
+            let reg = reg_of(&link);
+            addr = reg.next.load(Ordering::Relaxed);
+            if let Some(cont) = reg.claim() {
+                unclaimed(cont);
+            }
+        }
+    }
+}
+
+impl Drop for Conts {
+    fn drop(&mut self) {
+        // A pool freed without a shutdown (none in practice): nothing to finish, but the
+        // cycles to break and the references to drop.
+        Self::release(self.detach(CLOSED).unwrap_or(0), drop);
     }
 }
