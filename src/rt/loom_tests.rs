@@ -765,3 +765,6 @@ fn loom_pool_shutdown_vs_submit() {
         }
     });
 }
+
+/// Continuations and `cf_when`.
+mod then;
