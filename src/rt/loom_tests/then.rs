@@ -29,9 +29,15 @@ use std::{
 unsafe extern "C-unwind" fn count_then(counter: *mut c_void, ante: *mut cf_future) -> *mut c_void {
     // SAFETY: the engine lends the antecedent's `Core` for the call.
     let a = unsafe { &*ante.cast::<Core>() };
-    assert!(a.is_done(), "a continuation ran before its antecedent was done");
+    assert!(
+        a.is_done(),
+        "a continuation ran before its antecedent was done"
+    );
     if a.phase() == Phase::Finished {
-        assert!(a.outcome().is_some(), "antecedent finished without an outcome");
+        assert!(
+            a.outcome().is_some(),
+            "antecedent finished without an outcome"
+        );
     }
     // SAFETY: the models pass a `Count` they keep alive until every thread joined.
     unsafe { &*counter.cast::<Count>() }.fetch_add(1, SeqCst);
