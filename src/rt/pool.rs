@@ -85,6 +85,9 @@ thread_local! {
     /// Whether this worker ran a continuation (`note_continuation`) since it last looked
     /// for work: its chain is likely to go on (see `worker_main`).
     static CHAINED: Cell<bool> = const { Cell::new(false) };
+    /// Whether `push_local` put something in this worker's batch since its loop last
+    /// looked there (so that the loop takes that lock only then).
+    static PUSHED_LOCAL: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Where a pool's tasks run.
@@ -296,6 +299,7 @@ impl Pool {
                     return Err(core);
                 }
                 l.push_back(core);
+                PUSHED_LOCAL.with(|p| p.set(true));
                 Ok(())
             }
             _ => Err(core),
@@ -733,8 +737,13 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::ProcWorker>) {
     let mut st = lock(&pool.state);
     st.locals.push(Arc::clone(&local));
     loop {
-        // Its own batch first: a continuation of its last task may be there (`push_local`).
-        let own = lock(&local).pop_front();
+        // Its own batch first when a continuation of its last task went there
+        // (`push_local`; otherwise the batch is empty here: `next_or_idle` found it so).
+        let own = if PUSHED_LOCAL.with(|p| p.replace(false)) {
+            lock(&local).pop_front()
+        } else {
+            None
+        };
         let found = match own.or_else(|| pool.pop_batch(&mut st, &local)) {
             Some(job) => Some(job),
             None => pool.steal(&st, &local),
