@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the benchmark suite needs, only what is missing.
-# Debian packages: anchors (Boost.Asio, GLib, oneTBB, libuv), the toolchain, gnuplot for the plot.
+# Debian packages: anchors (Boost.Asio, Boost.Thread, GLib, oneTBB, libuv), the toolchain, gnuplot for the plot.
 set -u
 need=()
-for p in g++ make pkg-config libboost-dev libglib2.0-dev libtbb-dev libuv1-dev gnuplot-nox; do
+for p in g++ make pkg-config libboost-dev libboost-thread-dev libglib2.0-dev libtbb-dev libuv1-dev gnuplot-nox; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
         need+=("$p")
     fi

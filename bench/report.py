@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import sys
 
-IMPLS = ["cfutures", "asio", "glib", "tbb", "libuv", "rust-threadpool", "py-threads", "py-processes"]
+IMPLS = ["cfutures", "asio", "glib", "tbb", "libuv", "rust-threadpool", "py-threads", "py-processes", "boost-thread"]
 ANCHORS = IMPLS[1:]
 TITLES = {
     "cfutures": "cfutures",
@@ -22,8 +22,9 @@ TITLES = {
     "rust-threadpool": "Rust threadpool",
     "py-threads": "CPython threads",
     "py-processes": "CPython processes",
+    "boost-thread": "Boost.Thread",
 }
-WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-lazy", "W3-c10", "W4", "W5", "W6", "W7", "W8", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4", "D1-p50", "D1-p99", "D1-idle"]
+WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-lazy", "W3-c10", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W10-g10", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4", "D1-p50", "D1-p99", "D1-idle"]
 DESCR = {
     "W1": "burst: submit N no-ops, keep futures, collect",
     "W2": "ping-pong: submit one, wait, N times",
@@ -36,6 +37,9 @@ DESCR = {
     "W6": "4 submitter threads x N/4, own results",
     "W7": "RSS per pending future (N queued, 1 worker gated)",
     "W8": "CPU of an idle 32-worker pool over {secs} s",
+    "W9": "chain of N then links (+1 each), 2-worker pool",
+    "W10": "cf_when ALL over N submitted no-ops",
+    "W10-g10": "N/10 cf_when ALL of 10 submitted no-ops each",
     "P1-submit": "process pool: N x 100 B submit_bytes + result_bytes",
     "P1-map1": "process pool: map_bytes N x 100 B, chunksize 1",
     "P1-map100": "process pool: map_bytes N x 100 B, chunksize 100",
@@ -52,10 +56,10 @@ PROBES = [
     ("warm_copy", "copy into pages already present (memcpy)"),
     ("task_work", "the P1 task's own work (+1 on every byte, a byte loop)"),
 ]
-HIGHER_IS_BETTER = {"tasks/s": True, "items/s": True, "MiB/s": True,
+HIGHER_IS_BETTER = {"tasks/s": True, "items/s": True, "links/s": True, "MiB/s": True,
                     "us/roundtrip": False, "bytes/future": False, "ms-cpu": False,
                     "ms-late": False}
-UNIT_LABEL = {"tasks/s": "tasks/s", "items/s": "items/s", "MiB/s": "MiB/s",
+UNIT_LABEL = {"tasks/s": "tasks/s", "items/s": "items/s", "links/s": "links/s", "MiB/s": "MiB/s",
               "us/roundtrip": "µs/round trip", "bytes/future": "bytes/future", "ms-cpu": "ms CPU",
               "ms-late": "ms late"}
 
@@ -101,7 +105,7 @@ def parse(path):
 def human(v, unit):
     if v is None:
         return "—"
-    if unit in ("tasks/s", "items/s"):
+    if unit in ("tasks/s", "items/s", "links/s"):
         for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
             if abs(v) >= div:
                 return f"{v / div:.3g}{suf}"

@@ -53,13 +53,13 @@ else
 fi
 
 # Workloads and their N: full, quick. W8's N is seconds of idling.
-WORKLOADS=(W1 W2 W3 W3-1 W3-lazy W3-c10 W4 W5 W6 W7 W8 P1-submit P1-map1 P1-map100 P1-1MiB P1-1MiB-w4 P1-1MiB-map4 D1-p50 D1-p99 D1-idle)
+WORKLOADS=(W1 W2 W3 W3-1 W3-lazy W3-c10 W4 W5 W6 W7 W8 W9 W10 W10-g10 P1-submit P1-map1 P1-map100 P1-1MiB P1-1MiB-w4 P1-1MiB-map4 D1-p50 D1-p99 D1-idle)
 declare -A N_FULL=([W1]=1000000 [W2]=100000 [W3]=1000000 [W3-1]=1000000 [W3-lazy]=1000000 [W3-c10]=1000000 [W4]=100000 [W5]=1000000
-                   [W6]=1000000 [W7]=1000000 [W8]=10 [P1-submit]=10000 [P1-map1]=10000
+                   [W6]=1000000 [W7]=1000000 [W8]=10 [W9]=1000000 [W10]=100000 [W10-g10]=100000 [P1-submit]=10000 [P1-map1]=10000
                    [P1-map100]=10000 [P1-1MiB]=64 [P1-1MiB-w4]=64 [P1-1MiB-map4]=64
                    [D1-p50]=10000 [D1-p99]=10000 [D1-idle]=100000)
 declare -A N_QUICK=([W1]=10000 [W2]=1000 [W3]=10000 [W3-1]=10000 [W3-lazy]=10000 [W3-c10]=10000 [W4]=1000 [W5]=10000
-                    [W6]=10000 [W7]=10000 [W8]=2 [P1-submit]=1000 [P1-map1]=1000
+                    [W6]=10000 [W7]=10000 [W8]=2 [W9]=10000 [W10]=1000 [W10-g10]=1000 [P1-submit]=1000 [P1-map1]=1000
                     [P1-map100]=1000 [P1-1MiB]=8 [P1-1MiB-w4]=8 [P1-1MiB-map4]=8
                     [D1-p50]=1000 [D1-p99]=1000 [D1-idle]=10000)
 THREAD_IMPLS=(cfutures asio glib tbb libuv rust-threadpool py-threads)
@@ -102,14 +102,14 @@ cp -f "$ROOT/target/release/libcfutures.so" "$BUILD/lib/libcfutures.so"
 ln -sf libcfutures.so "$BUILD/lib/libcfutures.so.0"
 
 log "building the C/C++ programs (make -C bench, -O2)"
-for t in cf probe asio glib tbb uv; do
+for t in cf probe asio glib tbb uv boost; do
     if ! make -C "$BENCH_DIR" -s "$t" CF_LIB="$BUILD/lib" >> "$BUILD_LOG" 2>&1; then
         log "  $t: build failed (see $BUILD_LOG)"
     fi
 done
 
-declare -A PROG=([cfutures]=bench_cf [asio]=bench_asio [glib]=bench_glib [tbb]=bench_tbb [libuv]=bench_uv)
-declare -A PKG=([asio]="libboost-dev" [glib]="libglib2.0-dev" [tbb]="libtbb-dev" [libuv]="libuv1-dev")
+declare -A PROG=([cfutures]=bench_cf [asio]=bench_asio [glib]=bench_glib [tbb]=bench_tbb [libuv]=bench_uv [boost-thread]=bench_boost)
+declare -A PKG=([boost-thread]="libboost-thread-dev" [asio]="libboost-dev" [glib]="libglib2.0-dev" [tbb]="libtbb-dev" [libuv]="libuv1-dev")
 for impl in "${!PROG[@]}"; do
     if [ -x "$BUILD/${PROG[$impl]}" ]; then
         BIN[$impl]="$BUILD/${PROG[$impl]}"
@@ -183,6 +183,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
         case "$w" in
             P1-*) impls=("${PROCESS_IMPLS[@]}") ;;
             W3-1|W3-lazy) impls=(cfutures) ;; # cfutures' own variants of W3 (see report.py)
+            # Continuations and fan-in: Boost.Thread's future::then / when_all.
+            W9|W10|W10-g10) impls=(cfutures boost-thread) ;;
             # ThreadPoolExecutor.map ignores chunksize: CPython's W3 row applies.
             W3-c10) impls=(cfutures asio glib tbb libuv rust-threadpool) ;;
             *) impls=("${THREAD_IMPLS[@]}") ;;

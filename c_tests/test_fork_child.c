@@ -34,6 +34,24 @@ static void *b_echo(const void *in, size_t len, size_t *out_len) {
     return out;
 }
 
+static atomic_int g_frees;
+static void count_free(void *p) {
+    (void)p;
+    atomic_fetch_add(&g_frees, 1);
+}
+
+static bool next_three(void *state, void **item) {
+    int *k = state;
+    if (*k >= 3) return false;
+    *item = PX_I2P(++*k);
+    return true;
+}
+
+static void *then_fn(void *arg, cf_future *antecedent) {
+    (void)antecedent;
+    return arg;
+}
+
 /* Waits for `pid` up to `limit` seconds; returns its wait status, or fails the test
  * (after killing it) if it did not end in time. */
 static int wait_child(pid_t pid, double limit) {
@@ -87,6 +105,29 @@ static void child_checks(cf_executor *ex, pid_t parent, bool process) {
     cf_bytes in[2] = {{"ab", 2}, {"c", 1}};
     CHECK_STATUS(cf_map_bytes_new(ex, b_echo, in, 2, 1, CF_FOREVER, &m), CF_BROKEN);
     CHECK(m == NULL);
+
+    /* Part two of the API: an owned task is refused with nothing called, a lazy map and
+     * a continuation on this executor are refused too. */
+    cf_task task = CF_TASK_INIT;
+    task.fn = t_double;
+    task.arg = PX_I2P(1);
+    task.arg_free = count_free;
+    task.timeout = 10.0;
+    CHECK_STATUS(cf_submit_task(ex, &task, &f), CF_BROKEN);
+    CHECK(f == NULL && atomic_load(&g_frees) == 0);
+    CHECK_STATUS(cf_submit_bytes_task(ex, b_echo, "abc", 3, 10.0, &f), CF_BROKEN);
+    CHECK(f == NULL);
+    int state = 0;
+    CHECK_STATUS(cf_map_lazy_new(ex, t_double, next_three, &state, 1, 2, CF_FOREVER, &m),
+                 CF_BROKEN);
+    CHECK(m == NULL && state == 0);
+    if (!process) {
+        cf_future *p = NULL;
+        CHECK_OK(cf_future_new(&p));
+        CHECK_STATUS(cf_future_then(p, ex, then_fn, NULL, &f), CF_BROKEN);
+        CHECK(f == NULL);
+        cf_future_release(p);
+    }
 
     const char *why = cf_executor_broken_reason(ex);
     CHECK(why != NULL);

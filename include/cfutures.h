@@ -128,7 +128,8 @@ typedef struct cf_as_completed cf_as_completed;
  * the program forks after making it, the executor has no workers (threads are not
  * copied by `fork`, and the worker processes are the parent's): every call that would
  * start work on it (`cf_submit`, `cf_submit_bytes`, `cf_submit_task`,
- * `cf_submit_bytes_task`, `cf_map_new`, `cf_map_bytes_new`, the lazy maps)
+ * `cf_submit_bytes_task`, `cf_map_new`, `cf_map_bytes_new`, the lazy maps,
+ * `cf_future_then` with it)
  * returns `CF_BROKEN` at once, and `cf_executor_broken_reason` says that the executor
  * belongs to process N and that a new one must be made after `fork()`. There,
  * `cf_executor_shutdown` returns `CF_OK` and does nothing, `cf_executor_worker_count`
@@ -347,6 +348,19 @@ typedef struct cf_task {
      */
     double timeout;
 } cf_task;
+
+/**
+ * A continuation: runs once `antecedent` is done, whatever its outcome (finished with a
+ * result or an error, or cancelled), and its return value becomes the result of the
+ * future that `cf_future_then` gave. It fails that future by calling `cf_raise`, as a
+ * task does.
+ *
+ * `antecedent` is borrowed for the call: read it with `cf_future_result`,
+ * `cf_future_exception` or `cf_future_cancelled` (it is done, so they do not block);
+ * take a reference with `cf_future_retain` to keep it longer. It must not unwind out of
+ * its frame.
+ */
+typedef void *(*cf_then_fn)(void *arg, struct cf_future *antecedent);
 
 /**
  * What `cf_wait` waits for: a fixed-width integer with the `CF_*` values below; any
@@ -1075,6 +1089,83 @@ cf_status cf_future_add_done_callback_owned(struct cf_future *f,
                                             cf_callback fn,
                                             void *userdata,
                                             cf_free_fn userdata_free);
+
+/**
+ * Chains `fn(arg, antecedent)` to run once `antecedent` is done, and gives the future
+ * of its result (folly's and Boost.Thread's `then`).
+ *
+ * Where it runs:
+ * - `ex` a thread pool: once `antecedent` is done (at once if it already is),
+ *   `fn(arg, antecedent)` is submitted to `ex` and runs on one of its workers like any
+ *   task (`cf_executor_shutdown` with `cancel_futures` cancels it while queued).
+ * - `ex` NULL: it runs in the thread that finishes or cancels `antecedent`, like a done
+ *   callback (in the order callbacks were added), or at once in this thread, before the
+ *   call returns, if `antecedent` is already done. When such inline continuations
+ *   finish futures that have inline continuations of their own, the first 16 levels
+ *   run nested and deeper ones run after the outer ones return, still in the same
+ *   thread before its outermost completion returns: a chain of any length runs in
+ *   bounded stack. (So a continuation more than 16 levels deep must not wait for the
+ *   continuations it triggers itself.)
+ *
+ * The new future (`*out`, one reference for the caller, released with
+ * `cf_future_release`) is pending until `fn` starts; cancelling it before then means
+ * `fn` never runs. Its outcome is `fn`'s return value (`CF_OK`) or its `cf_raise`
+ * (`CF_TASK_FAILED`). If `ex` is shut down while `antecedent` is not done, the new
+ * future finishes with `CF_SHUTDOWN` at that moment, in the thread that shuts it down
+ * (`cf_future_exception` gives `CF_SHUTDOWN`, code 0 and a message; `cf_wait` with
+ * `CF_FIRST_EXCEPTION` counts it as an exception); `fn` never runs and `ex` is never
+ * used again, so `ex` may be freed at once. If `ex` is broken by then, it finishes
+ * with `CF_BROKEN`.
+ *
+ * References: `antecedent` is borrowed for the call; the library keeps it alive (one
+ * reference) from the moment it is done until `fn` has returned, so the caller may
+ * release its own at once. While `antecedent` is pending, it holds the continuation
+ * (not the other way round): if `antecedent` is freed without ever finishing (a
+ * promise nobody completes), the continuation never runs and stays pending, and the
+ * library's references to it are dropped. `arg` is passed through untouched.
+ *
+ * Returns `CF_OK`; `CF_SHUTDOWN` if `ex` was already shut down and `CF_BROKEN` if it is
+ * broken (no future made, as `cf_submit`); `CF_INVALID_ARGUMENT` for NULL `antecedent`,
+ * `fn` or `out`, or for a process pool (`fn` gets a pointer into this process);
+ * `CF_NO_MEMORY` when the future or its registration cannot be allocated (nothing
+ * done). Nothing is written on failure.
+ */
+cf_status cf_future_then(struct cf_future *antecedent,
+                         struct cf_executor *ex,
+                         cf_then_fn fn,
+                         void *arg,
+                         struct cf_future **out);
+
+/**
+ * A future that finishes, with `CF_OK`, exactly when `cf_wait(fs, n, return_when, ...)`
+ * would return (folly's `collect`, Boost.Thread's `when_all` / `when_any`): without a
+ * thread, from the completions of `fs` themselves.
+ *
+ * Its result (`cf_future_result`) is `(void *)(uintptr_t)i`, the index in `fs` of the
+ * future that completed the condition, in the order they finished: the first done for
+ * `CF_FIRST_COMPLETED`; for `CF_FIRST_EXCEPTION` the first that failed
+ * (`CF_TASK_FAILED`, `CF_BROKEN`, `CF_SHUTDOWN`, `CF_NO_MEMORY`; cancelled does not
+ * count), or the last done if none failed; the last done for `CF_ALL_COMPLETED`.
+ * Futures already done at the call count as done together, named by the lowest index
+ * among them; a future listed more than once is named by its first index. `n == 0`
+ * gives a future already finished with result 0 (`fs` may then be NULL). It finishes
+ * in the thread that completes the deciding future (or in this thread, before the call
+ * returns, when the condition already holds), and its own callbacks run there.
+ *
+ * `*out` holds one reference for the caller (`cf_future_release`). Until it is done,
+ * it holds a reference to each future of `fs` and one registration on each that is not
+ * done (so the caller may release `fs` at once); once done, whether finished or
+ * cancelled (`cf_future_cancel`), it drops them. It costs O(n) at the call and O(1)
+ * per completion.
+ *
+ * Returns `CF_OK`; `CF_INVALID_ARGUMENT` for NULL `out`, a NULL `fs` with `n > 0`, a
+ * NULL entry, or an unknown `return_when`; `CF_NO_MEMORY` (nothing kept, nothing
+ * registered) when memory runs out. `fs` is only read during the call.
+ */
+cf_status cf_when(struct cf_future *const *fs,
+                  size_t n,
+                  cf_return_when return_when,
+                  struct cf_future **out);
 
 /**
  * The library's version, `"MAJOR.MINOR.PATCH"`: a static string, never NULL, not to be

@@ -29,7 +29,8 @@ pub const CF_MAX_WORKERS: usize = 1024;
 /// the program forks after making it, the executor has no workers (threads are not
 /// copied by `fork`, and the worker processes are the parent's): every call that would
 /// start work on it (`cf_submit`, `cf_submit_bytes`, `cf_submit_task`,
-/// `cf_submit_bytes_task`, `cf_map_new`, `cf_map_bytes_new`, the lazy maps)
+/// `cf_submit_bytes_task`, `cf_map_new`, `cf_map_bytes_new`, the lazy maps,
+/// `cf_future_then` with it)
 /// returns `CF_BROKEN` at once, and `cf_executor_broken_reason` says that the executor
 /// belongs to process N and that a new one must be made after `fork()`. There,
 /// `cf_executor_shutdown` returns `CF_OK` and does nothing, `cf_executor_worker_count`

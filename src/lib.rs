@@ -23,5 +23,6 @@ pub mod future;
 pub mod map;
 pub mod status;
 pub mod task;
+pub mod then;
 pub mod version;
 pub mod wait;

@@ -28,7 +28,10 @@ pub const CF_ALL_COMPLETED: cf_return_when = 2;
 ///
 /// # Safety
 /// `fs` is NULL or points to `n` readable entries, each NULL or a live handle.
-unsafe fn futures<'a>(fs: *const *mut cf_future, n: usize) -> Result<Vec<&'a Core>, cf_status> {
+pub(crate) unsafe fn futures<'a>(
+    fs: *const *mut cf_future,
+    n: usize,
+) -> Result<Vec<&'a Core>, cf_status> {
     if n == 0 {
         return Ok(Vec::new());
     }

@@ -536,6 +536,72 @@ static void p1(const char *which, long n) {
     cf_executor_free(ex);
 }
 
+/* W9: a chain of n continuations, each adding 1 to its antecedent's result, on a pool of
+ * 2 workers: the first link is a submitted task, each later one is chained with
+ * cf_future_then to the one before (released at once), the last one's result read. */
+static void *w9_add1(void *arg, cf_future *ante) {
+    (void)arg;
+    void *r;
+    if (cf_future_result(ante, 0.0, &r) != CF_OK) return NULL;
+    return (void *)((uintptr_t)r + 1);
+}
+static void w9(long n) {
+    cf_executor *ex = pool_of(2);
+    warm_up(ex, 64);
+    double t0 = now_s();
+    cf_future *prev;
+    OK(cf_submit(ex, noop, (void *)(uintptr_t)0, &prev));
+    for (long i = 0; i < n; i++) {
+        cf_future *next;
+        OK(cf_future_then(prev, ex, w9_add1, NULL, &next));
+        cf_future_release(prev);
+        prev = next;
+    }
+    void *r;
+    OK(cf_future_result(prev, CF_FOREVER, &r));
+    cf_future_release(prev);
+    double t = now_s() - t0;
+    CHECK_EQ_U64((uintptr_t)r, n);
+    cf_executor_free(ex);
+    bench_result(n / t, "links/s", n);
+}
+
+/* W10: fan-in. n no-op tasks submitted and one cf_when(CF_ALL_COMPLETED) over all of
+ * them (W10), or n/10 groups of 10 tasks with one cf_when each (W10-g10); the timing
+ * covers the submissions, the cf_when calls and waiting for every cf_when future. */
+static void w10(long n, long group) {
+    cf_executor *ex = pool_of(bench_threads());
+    warm_up(ex, 64);
+    long groups = n / group;
+    cf_future **fs = malloc(n * sizeof *fs);
+    cf_future **ws = malloc(groups * sizeof *ws);
+    double t0 = now_s();
+    for (long g = 0; g < groups; g++) {
+        for (long i = g * group; i < (g + 1) * group; i++)
+            OK(cf_submit(ex, noop, (void *)(uintptr_t)i, &fs[i]));
+        OK(cf_when(fs + g * group, group, CF_ALL_COMPLETED, &ws[g]));
+    }
+    uint64_t sum = 0;
+    for (long g = 0; g < groups; g++) {
+        void *r;
+        OK(cf_future_result(ws[g], CF_FOREVER, &r));
+        if ((uintptr_t)r >= (uintptr_t)group) BENCH_FAIL("cf_when named %zu", (size_t)(uintptr_t)r);
+        cf_future_release(ws[g]);
+    }
+    for (long i = 0; i < n; i++) {
+        void *r;
+        OK(cf_future_result(fs[i], 0.0, &r));
+        sum += (uintptr_t)r;
+        cf_future_release(fs[i]);
+    }
+    double t = now_s() - t0;
+    CHECK_EQ_U64(sum, sum_upto(n));
+    cf_executor_free(ex);
+    free(fs);
+    free(ws);
+    bench_result(n / t, "tasks/s", n);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s WORKLOAD N\n", argv[0]);
@@ -557,6 +623,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(w, "W7")) w7(n);
     else if (!strcmp(w, "W8")) w8(n);
     else if (!strncmp(w, "D1-", 3)) d1(w, n);
+    else if (!strcmp(w, "W9")) w9(n);
+    else if (!strcmp(w, "W10")) w10(n, n);
+    else if (!strcmp(w, "W10-g10")) w10(n, 10);
     else if (!strncmp(w, "P1-", 3)) p1(w, n);
     else BENCH_FAIL("unknown workload %s", w);
     return 0;

@@ -44,6 +44,7 @@
 
 use super::{
     context,
+    hook::Hook,
     owned::{OwnedCallback, OwnedTask, OwnedValue},
     shared::{Shared, try_box},
     sync::{AtomicU32, Ordering, RawLock, Thread, UnsafeCell, alloc, dealloc, thread},
@@ -107,6 +108,8 @@ pub(crate) enum Listener {
     /// A done callback whose userdata is freed after it ran, or when the future is
     /// dropped without finishing (`cf_future_add_done_callback_owned`).
     OwnedCallback(Box<OwnedCallback>),
+    /// An engine hook (a continuation, a `cf_when`): run with the callbacks.
+    Hook(Hook),
 }
 
 /// What a future's slot holds. The kind lives in the state word, so that the slot itself
@@ -136,10 +139,12 @@ enum Kind {
     Owned,
     /// A pointer result with the function that frees it (`OwnedValue`).
     OwnedValue,
+    /// `Task::Then(link)` (a continuation), stored as its one word.
+    Then,
 }
 
 impl Kind {
-    const ALL: [Kind; 12] = [
+    const ALL: [Kind; 13] = [
         Kind::Empty,
         Kind::Call,
         Kind::Calls,
@@ -152,6 +157,7 @@ impl Kind {
         Kind::Degraded,
         Kind::Owned,
         Kind::OwnedValue,
+        Kind::Then,
     ];
 
     /// The kind recorded in a state word.
@@ -215,6 +221,7 @@ impl Payload {
             Task::Call(f, arg) => p.put_as((f, arg), Kind::Call),
             Task::Calls(f, values) => p.put_as((f, values), Kind::Calls),
             Task::Owned(owned) => p.put_as(owned, Kind::Owned),
+            Task::Then(link) => p.put_as(link, Kind::Then),
             other => p.put_as(try_box(other)?, Kind::Boxed),
         };
         Ok((kind, p))
@@ -257,6 +264,7 @@ impl Payload {
             }
             Kind::Boxed => Some(*unsafe { self.take::<Box<Task>>() }),
             Kind::Owned => Some(Task::Owned(unsafe { self.take::<Box<OwnedTask>>() })),
+            Kind::Then => Some(Task::Then(unsafe { self.take() })),
             _ => None,
         }
     }
@@ -279,7 +287,9 @@ impl Payload {
                     OutcomeRef::Degraded(status, code)
                 }
                 Kind::OwnedValue => OutcomeRef::Value(self.get::<OwnedValue>().value),
-                Kind::Empty | Kind::Call | Kind::Calls | Kind::Boxed | Kind::Owned => return None,
+                Kind::Empty | Kind::Call | Kind::Calls | Kind::Boxed | Kind::Owned | Kind::Then => {
+                    return None;
+                }
             })
         }
     }
@@ -296,6 +306,7 @@ impl Payload {
                 Kind::Empty | Kind::Call | Kind::Value | Kind::Degraded => {}
                 Kind::Calls => drop(self.take::<(TaskFn, Box<Values>)>()),
                 Kind::Boxed => drop(self.take::<Box<Task>>()),
+                Kind::Then => drop(self.take::<Shared<super::then::ThenLink>>()),
                 Kind::Bytes => drop(self.take::<MallocBuf>()),
                 Kind::Failed => drop(self.take::<Box<Failure>>()),
                 Kind::Chunk => drop(self.take::<Box<[Outcome]>>()),
@@ -326,8 +337,11 @@ const NOTIFY: usize = 1;
 const CALLBACK: usize = 2;
 /// `Listener::OwnedCallback`, payload `Box<OwnedCallback>`.
 const OWNED_CALLBACK: usize = 3;
-/// The link bits that hold the variant.
-const TAG: usize = 0b11;
+/// `Listener::Hook`, payload `Hook`.
+const HOOK: usize = 4;
+/// The link bits that hold the variant (a node is 8-byte aligned: three bits are free).
+const TAG: usize = 0b111;
+const _: () = assert!(mem::align_of::<Node>() > TAG);
 
 impl Node {
     fn next(&self) -> *mut Node {
@@ -356,7 +370,8 @@ impl Node {
                     let (f, userdata) = self.payload.take();
                     Listener::Callback(f, userdata)
                 }
-                _ => Listener::OwnedCallback(self.payload.take()),
+                OWNED_CALLBACK => Listener::OwnedCallback(self.payload.take()),
+                _ => Listener::Hook(self.payload.take()),
             }
         }
     }
@@ -378,6 +393,7 @@ fn try_node(listener: Listener) -> Result<*mut Node, Listener> {
         Listener::Notify(set, index) => payload.put_as((set, index), NOTIFY),
         Listener::Callback(f, userdata) => payload.put_as((f, userdata), CALLBACK),
         Listener::OwnedCallback(b) => payload.put_as(b, OWNED_CALLBACK),
+        Listener::Hook(h) => payload.put_as(h, HOOK),
     };
     let mut node = Node {
         link: std::ptr::without_provenance_mut(tag),
@@ -811,7 +827,7 @@ impl Core {
                 match &*(*p).peek() {
                     Listener::Unpark(t) => t.unpark(),
                     Listener::Notify(set, index) => set.notify(*index),
-                    Listener::Callback(..) | Listener::OwnedCallback(..) => {}
+                    Listener::Callback(..) | Listener::OwnedCallback(..) | Listener::Hook(_) => {}
                 }
                 p = (*p).next();
             }
@@ -824,6 +840,7 @@ impl Core {
                 Listener::Callback(f, userdata) => self.call(f, userdata),
                 // Its userdata is freed when the box drops, after the call.
                 Listener::OwnedCallback(cb) => self.call(cb.f, cb.userdata),
+                Listener::Hook(h) => h.fire(self),
                 _ => {}
             }
             p = next;

@@ -84,6 +84,11 @@ impl Feed {
         }
     }
 
+    /// The executor's pool.
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
     /// Whether the results are byte buffers.
     pub(crate) fn is_bytes(&self) -> bool {
         matches!(self.source, Source::Bytes(..))

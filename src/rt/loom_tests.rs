@@ -856,3 +856,6 @@ fn loom_deadline_races_completion() {
         );
     });
 }
+
+/// Continuations and `cf_when`.
+mod then;

@@ -194,6 +194,11 @@ impl MapIter {
         chunksize: usize,
         deadline: Deadline,
     ) -> Result<MapIter, cf_status> {
+        if feed.pool().is_foreign() {
+            // A child forked after the executor was made: refused before `next` is
+            // called, as `start` refuses an eager map.
+            return Err(SubmitError::Forked.status());
+        }
         let keep_results = feed.is_bytes();
         let room = feed.buffersize.min(64) + 1;
         let mut chunks = VecDeque::new();

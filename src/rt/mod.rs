@@ -6,6 +6,7 @@ pub(crate) mod blocks;
 pub(crate) mod context;
 pub(crate) mod fork;
 pub(crate) mod future;
+pub(crate) mod hook;
 pub(crate) mod lazy;
 pub(crate) mod many;
 pub(crate) mod map;
@@ -15,9 +16,11 @@ pub(crate) mod process;
 pub(crate) mod shared;
 pub(crate) mod sync;
 pub(crate) mod task;
+pub(crate) mod then;
 pub(crate) mod time;
 pub(crate) mod timer;
 pub(crate) mod waiter;
+pub(crate) mod when;
 
 /// Out-of-memory paths under a failing allocator.
 #[cfg(all(test, not(cfutures_loom)))]

@@ -67,6 +67,11 @@ static POOL_IDS: statics::AtomicUsize = statics::AtomicUsize::new(0);
 /// `worker_main`.
 static WAITS: statics::AtomicUsize = statics::AtomicUsize::new(0);
 
+/// Called by a worker that runs a continuation (`rt::then`).
+pub(crate) fn note_continuation() {
+    CHAINED.with(|c| c.set(true));
+}
+
 /// Called by a thread about to wait for a future or a multi-wait that is not ready.
 pub(crate) fn note_wait() {
     WAITS.fetch_add(1, Ordering::Relaxed);
@@ -80,6 +85,12 @@ thread_local! {
     static MY_LOCAL: std::cell::RefCell<Option<Local>> = const { std::cell::RefCell::new(None) };
     /// How many tasks this thread runs nested inside waits.
     static HELP_DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// Whether this worker ran a continuation (`note_continuation`) since it last looked
+    /// for work: its chain is likely to go on (see `worker_main`).
+    static CHAINED: Cell<bool> = const { Cell::new(false) };
+    /// Whether `push_local` put something in this worker's batch since its loop last
+    /// looked there (so that the loop takes that lock only then).
+    static PUSHED_LOCAL: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Where a pool's tasks run.
@@ -176,6 +187,8 @@ pub(crate) struct Pool {
     /// The deadlines of this pool's tasks (`cf_task.timeout`); its thread starts at the
     /// first one.
     timer: Arc<Timer>,
+    /// Continuations waiting for their antecedent (`rt::then`), finished at shutdown.
+    pub(crate) conts: super::then::Conts,
 }
 
 impl Drop for Pool {
@@ -246,6 +259,7 @@ impl Pool {
             runner,
             origin: Origin::here(),
             timer,
+            conts: super::then::Conts::new(),
         })
     }
 
@@ -355,6 +369,16 @@ impl Pool {
         }
     }
 
+    /// Queues a future made earlier that holds its task (a continuation whose antecedent
+    /// is done, see `rt::then`); gives it back.
+    #[inline]
+    pub(crate) fn enqueue(self: &Arc<Self>, core: CoreRef) -> Result<CoreRef, SubmitError> {
+        if self.is_foreign() {
+            return Err(SubmitError::Forked);
+        }
+        self.submit_core(core, |_| Ok(()))
+    }
+
     /// Queues a future made for a task. `before_queue` runs under the pool's lock once
     /// the pool accepts the task (`cf_submit_task` registers a deadline there, so that
     /// no worker can take the task first and no deadline is left for a task refused).
@@ -388,6 +412,28 @@ impl Pool {
             }
         }
         Ok(core)
+    }
+
+    /// On a worker of this (thread) pool: puts `core` (a continuation whose antecedent
+    /// this worker just finished, see `rt::then`) in the worker's own batch, to run right
+    /// after its current task without the queue's lock. Elsewhere, or without memory,
+    /// gives it back, to be queued.
+    pub(crate) fn push_local(&self, core: CoreRef) -> Result<(), CoreRef> {
+        if !ptr::eq(WORKER_OF.with(|w| w.get()), self) || self.is_process() {
+            return Err(core);
+        }
+        MY_LOCAL.with(|m| match m.try_borrow().ok().as_deref() {
+            Some(Some(local)) => {
+                let mut l = lock(local);
+                if l.try_reserve(1).is_err() {
+                    return Err(core);
+                }
+                l.push_back(core);
+                PUSHED_LOCAL.with(|p| p.set(true));
+                Ok(())
+            }
+            _ => Err(core),
+        })
     }
 
     /// Whether `n` more tasks may be queued now (under the lock): not broken, not shut
@@ -702,6 +748,7 @@ impl Pool {
         let (queued, sleepers) = {
             let mut st = lock(&self.state);
             st.broken = true;
+            self.conts.mark_broken();
             let q = self.take_all(&mut st);
             (q, std::mem::take(&mut st.sleepers))
         };
@@ -735,6 +782,8 @@ impl Pool {
         for f in cancelled {
             f.cancel();
         }
+        // Continuations whose antecedent is not done will never run here.
+        self.conts.shut();
         if !wait {
             return CF_OK;
         }
@@ -836,7 +885,14 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::Link>) {
     let mut st = lock(&pool.state);
     st.locals.push(Arc::clone(&local));
     loop {
-        let found = match pool.pop_batch(&mut st, &local) {
+        // Its own batch first when a continuation of its last task went there
+        // (`push_local`; otherwise the batch is empty here: `next_or_idle` found it so).
+        let own = if PUSHED_LOCAL.with(|p| p.replace(false)) {
+            lock(&local).pop_front()
+        } else {
+            None
+        };
+        let found = match own.or_else(|| pool.pop_batch(&mut st, &local)) {
             Some(job) => Some(job),
             None => pool.steal(&st, &local),
         };
@@ -845,7 +901,8 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::Link>) {
                 break;
             }
             let waits = WAITS.load(Ordering::Relaxed);
-            if !spun && waits != waits_seen {
+            let chained = CHAINED.with(|c| c.replace(false));
+            if !spun && (waits != waits_seen || chained) {
                 // Spin briefly before sleeping, when some thread has waited for a result
                 // since this worker last looked: a caller that submits again as soon as
                 // it has a result then finds this worker awake (it still counts as idle
@@ -856,6 +913,10 @@ fn worker_main(pool: Arc<Pool>, process: Option<super::process::Link>) {
                 // each task as it comes, in lockstep with the producer on the pool's
                 // lock (a million-task burst on 2 CPUs: 7.5M tasks/s without the spin,
                 // 5.5M with it). The decision to sleep is taken again under the lock.
+                // Likewise when this worker has run a continuation since it last looked:
+                // it has caught up with the thread adding the links of a chain, whose
+                // next one is likely to come at once (W9: a link chained to a future
+                // already done is queued, and a sleeping worker costs a wake-up per link).
                 waits_seen = waits;
                 let busy = st.workers - st.idle;
                 drop(st);

@@ -38,6 +38,8 @@ pub(crate) enum Task {
     ByteChunk(BytesFn, Box<[MallocBuf]>),
     /// A call or byte task with free functions or a deadline (`cf_submit_task`).
     Owned(Box<super::owned::OwnedTask>),
+    /// A continuation, `fn(arg, antecedent)` (`cf_future_then`); thread pools only.
+    Then(Shared<super::then::ThenLink>),
 }
 
 /// A buffer from C's `malloc` that the library owns and frees with `free`.
@@ -721,6 +723,10 @@ impl Task {
                 }
                 Outcome::Values(chunk)
             }
+            Task::Then(link) => match link.call() {
+                Ok(value) => Outcome::Value(value),
+                Err(e) => Failure::from_user(e),
+            },
             Task::ByteChunk(f, inputs) => {
                 let mut out = Vec::new();
                 if out.try_reserve_exact(inputs.len()).is_err() {

@@ -316,6 +316,7 @@ pub(super) fn frame_len(task: &Task) -> usize {
             Task::Calls(_, chunk) => 16 + 8 * chunk.values.len(),
             Task::ByteChunk(_, inputs) => 16 + inputs.iter().map(|i| 8 + i.len()).sum::<usize>(),
             Task::Owned(_) => unreachable!("`wire` unwraps owned tasks"),
+            Task::Then(_) => unreachable!("continuations run on thread pools only"),
         }
 }
 
