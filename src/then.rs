@@ -76,6 +76,7 @@ pub unsafe extern "C" fn cf_future_then(
     ffi_boundary! {
         try_nonnull!(out);
         let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
+        let f = engine_then_fn(f);
         // SAFETY: `antecedent` is NULL or a live handle.
         let Some(ante) = (unsafe { future_ref(antecedent) }) else { return CF_INVALID_ARGUMENT };
         // SAFETY: `ex` is NULL or a live executor.
@@ -145,4 +146,16 @@ pub unsafe extern "C" fn cf_when(
             Err(_) => CF_NO_MEMORY,
         }
     }
+}
+
+/// A C continuation as the engine's `ThenFn`: the same function, no wrapper.
+fn engine_then_fn(
+    f: unsafe extern "C-unwind" fn(*mut c_void, *mut cf_future) -> *mut c_void,
+) -> crate::rt::then::ThenFn {
+    type CThen = unsafe extern "C-unwind" fn(*mut c_void, *mut cf_future) -> *mut c_void;
+    // SAFETY: the two types differ only in the pointee of the second parameter
+    // (`cf_future` and `Core`, both sized; raw pointers to sized types are ABI-compatible),
+    // and the pointer the engine passes is a `Core`'s address, which is what a
+    // `cf_future *` is (`ffi::handle`).
+    unsafe { std::mem::transmute::<CThen, crate::rt::then::ThenFn>(f) }
 }

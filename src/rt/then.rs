@@ -62,10 +62,7 @@ use super::{
     sync::{Arc, AtomicU32, AtomicUsize, Mutex, Ordering, UnsafeCell, lock, thread_local},
     task::{Outcome, Task},
 };
-use crate::{
-    future::cf_future,
-    status::{CF_BROKEN, CF_SHUTDOWN},
-};
+use crate::status::{CF_BROKEN, CF_SHUTDOWN};
 use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
@@ -74,8 +71,10 @@ use std::{
 };
 
 /// `cf_then_fn`.
+/// A continuation's function, `fn(arg, antecedent)`: the engine's view of `cf_then_fn`
+/// (the C layer passes the same function, see `then::engine_then_fn`).
 pub(crate) type ThenFn =
-    unsafe extern "C-unwind" fn(arg: *mut c_void, antecedent: *mut cf_future) -> *mut c_void;
+    unsafe extern "C-unwind" fn(arg: *mut c_void, antecedent: *const Core) -> *mut c_void;
 
 /// How deeply inline continuations nest in one thread before they are queued instead.
 const MAX_NEST: usize = 16;
@@ -159,7 +158,7 @@ impl ThenLink {
         let p = ante.as_ref().map_or(std::ptr::null(), Shared::as_ptr);
         // SAFETY: the caller's function and argument, with the antecedent borrowed for
         // the call (`ante` holds a reference to it), as the contract says.
-        call_task(|| unsafe { (self.f)(self.arg, p as *mut cf_future) })
+        call_task(|| unsafe { (self.f)(self.arg, p) })
     }
 }
 

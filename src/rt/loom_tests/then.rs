@@ -5,7 +5,6 @@
 
 use super::{as_arg, count_of, counter, model, pool, value, value_of};
 use crate::{
-    future::cf_future,
     rt::{
         future::{Core, CoreRef, Phase},
         many::ReturnWhen,
@@ -26,9 +25,9 @@ use std::{
 
 /// Continuation: checks that its antecedent is done and has an outcome (a tracked read
 /// of its slot, ordered after the completer's write), counts its run, returns 9.
-unsafe extern "C-unwind" fn count_then(counter: *mut c_void, ante: *mut cf_future) -> *mut c_void {
+unsafe extern "C-unwind" fn count_then(counter: *mut c_void, ante: *const Core) -> *mut c_void {
     // SAFETY: the engine lends the antecedent's `Core` for the call.
-    let a = unsafe { &*ante.cast::<Core>() };
+    let a = unsafe { &*ante };
     assert!(
         a.is_done(),
         "a continuation ran before its antecedent was done"
@@ -52,7 +51,7 @@ unsafe extern "C-unwind" fn count_task(counter: *mut c_void) -> *mut c_void {
 }
 
 /// Done callback counting its calls.
-unsafe extern "C-unwind" fn count_done(_f: *mut cf_future, counter: *mut c_void) {
+unsafe extern "C-unwind" fn count_done(_f: *const Core, counter: *mut c_void) {
     // SAFETY: as in `count_then`.
     unsafe { &*counter.cast::<Count>() }.fetch_add(1, SeqCst);
 }
