@@ -24,7 +24,7 @@ TITLES = {
     "py-processes": "CPython processes",
     "boost-thread": "Boost.Thread",
 }
-WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-lazy", "W3-c10", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W10-g10", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4", "D1-p50", "D1-p99", "D1-idle"]
+WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-lazy", "W3-c10", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W10-g10", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4", "D1-p50", "D1-p99", "D1-idle", "D1-proc-p50", "D1-proc-p99"]
 DESCR = {
     "W1": "burst: submit N no-ops, keep futures, collect",
     "W2": "ping-pong: submit one, wait, N times",
@@ -49,6 +49,8 @@ DESCR = {
     "D1-p50": "deadlines: median lateness of N thread-task futures past their deadlines (ms)",
     "D1-p99": "deadlines: 99th-percentile lateness of the same (ms)",
     "D1-idle": "deadlines: CPU of a held 2-worker pool with N deadlines an hour away, over 10 s",
+    "D1-proc-p50": "deadlines: median lateness of N process-task futures past their deadlines, 2 workers killed as they overrun (ms)",
+    "D1-proc-p99": "deadlines: 99th-percentile lateness of the same (ms)",
 }
 PROBES = [
     ("fresh_private", "copy into fresh private pages (mmap + MADV_POPULATE_WRITE + memcpy)"),

@@ -53,15 +53,15 @@ else
 fi
 
 # Workloads and their N: full, quick. W8's N is seconds of idling.
-WORKLOADS=(W1 W2 W3 W3-1 W3-lazy W3-c10 W4 W5 W6 W7 W8 W9 W10 W10-g10 P1-submit P1-map1 P1-map100 P1-1MiB P1-1MiB-w4 P1-1MiB-map4 D1-p50 D1-p99 D1-idle)
+WORKLOADS=(W1 W2 W3 W3-1 W3-lazy W3-c10 W4 W5 W6 W7 W8 W9 W10 W10-g10 P1-submit P1-map1 P1-map100 P1-1MiB P1-1MiB-w4 P1-1MiB-map4 D1-p50 D1-p99 D1-idle D1-proc-p50 D1-proc-p99)
 declare -A N_FULL=([W1]=1000000 [W2]=100000 [W3]=1000000 [W3-1]=1000000 [W3-lazy]=1000000 [W3-c10]=1000000 [W4]=100000 [W5]=1000000
                    [W6]=1000000 [W7]=1000000 [W8]=10 [W9]=1000000 [W10]=100000 [W10-g10]=100000 [P1-submit]=10000 [P1-map1]=10000
                    [P1-map100]=10000 [P1-1MiB]=64 [P1-1MiB-w4]=64 [P1-1MiB-map4]=64
-                   [D1-p50]=10000 [D1-p99]=10000 [D1-idle]=100000)
+                   [D1-p50]=10000 [D1-p99]=10000 [D1-idle]=100000 [D1-proc-p50]=1000 [D1-proc-p99]=1000)
 declare -A N_QUICK=([W1]=10000 [W2]=1000 [W3]=10000 [W3-1]=10000 [W3-lazy]=10000 [W3-c10]=10000 [W4]=1000 [W5]=10000
                     [W6]=10000 [W7]=10000 [W8]=2 [W9]=10000 [W10]=1000 [W10-g10]=1000 [P1-submit]=1000 [P1-map1]=1000
                     [P1-map100]=1000 [P1-1MiB]=8 [P1-1MiB-w4]=8 [P1-1MiB-map4]=8
-                    [D1-p50]=1000 [D1-p99]=1000 [D1-idle]=10000)
+                    [D1-p50]=1000 [D1-p99]=1000 [D1-idle]=10000 [D1-proc-p50]=200 [D1-proc-p99]=200)
 THREAD_IMPLS=(cfutures asio glib tbb libuv rust-threadpool py-threads)
 PROCESS_IMPLS=(cfutures py-processes)
 

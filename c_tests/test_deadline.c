@@ -21,10 +21,12 @@
  * (ProcShared::deadline_passed_running is wired): the endless-task check then fails
  * instead of reporting itself skipped. */
 #ifndef EXPECT_PROCESS_DEADLINE_KILL
-#define EXPECT_PROCESS_DEADLINE_KILL 0
+#define EXPECT_PROCESS_DEADLINE_KILL 1
 #endif
 
 static atomic_int ran, result_frees, arg_frees;
+/* The proc_shared mapping (set before any pool is made, so workers see it too). */
+static void *g_proc_shared_slot;
 static gate g1, g2;
 
 static void free_result(void *p) {
@@ -276,15 +278,176 @@ static void process_deadlines(px_gate *g, atomic_int *stop) {
     cf_executor_free(ex);
 }
 
+/* Shared with the workers (mapped before any pool is made). */
+typedef struct proc_shared {
+    atomic_int stop;   /* set to end every proc_spin_counted */
+    atomic_int ran[M]; /* how many times task i started in a worker */
+    px_gate g2;        /* holds the workers while tasks wait sent ahead to them */
+} proc_shared;
+
+/* Counts itself as started, then spins until told to stop (or 60 s). */
+static void *proc_spin_counted(void *arg) {
+    intptr_t i = PX_P2I(arg);
+    proc_shared *sh = g_proc_shared_slot;
+    px_add(&sh->ran[i], 1);
+    double end = now_s() + PX_TASK_LIMIT;
+    while (atomic_load(&sh->stop) == 0 && now_s() < end) {
+    }
+    return PX_I2P(i);
+}
+
+/* Counts itself as started and returns its index. */
+static void *proc_count(void *arg) {
+    intptr_t i = PX_P2I(arg);
+    proc_shared *sh = g_proc_shared_slot;
+    px_add(&sh->ran[i], 1);
+    return PX_I2P(i);
+}
+
+/* A task sent ahead to a worker behind a task that is killed at its deadline is sent
+ * again to a new worker and succeeds; the killed task's message names the worker. */
+static void process_sent_ahead(px_gate *g, proc_shared *sh) {
+    px_phase("process: tasks sent ahead behind a killed one are sent again");
+    memset(g, 0, sizeof *g);
+    memset(sh, 0, sizeof *sh);
+    atomic_store(&arg_frees, 0);
+    cf_executor *ex = px_pool(1, 0);
+    cf_future *blocker = px_submit(ex, px_gate_task, g);
+    CHECK(px_wait_ge(&g->started, 1, PX_LONG));
+    int first_pid = atomic_load(&g->pids[0]);
+    /* queued behind the blocker; once it answers, the proxy takes all four at once (its
+     * only worker is busy and no other may start) and sends them ahead */
+    cf_future *spin = submit_t(ex, proc_spin_counted, PX_I2P(0), 1.0, NULL);
+    enum { F = 4 };
+    cf_future *fs[F];
+    for (int i = 0; i < F; i++) fs[i] = submit_t(ex, proc_count, PX_I2P(1 + i), CF_FOREVER, NULL);
+    px_add(&g->open, 1);
+    CHECK(px_result(blocker) == first_pid);
+    CHECK(px_wait_ge(&sh->ran[0], 1, PX_LONG)); /* the spinning task runs */
+    for (int i = 0; i < F; i++) CHECK(cf_future_running(fs[i])); /* sent ahead */
+    for (int i = 0; i < F; i++) CHECK(atomic_load(&sh->ran[1 + i]) == 0);
+    void *r = NULL;
+    CHECK_STATUS(cf_future_result(spin, PX_LONG, &r), CF_DEADLINE);
+    int code = 0;
+    const char *msg = NULL;
+    CHECK_STATUS(cf_future_exception(spin, 0, &code, &msg), CF_DEADLINE);
+    char want[96];
+    snprintf(want, sizeof want, "while it ran in worker process %d, which was killed (SIGKILL)",
+             first_pid);
+    CHECK(code == ETIMEDOUT);
+    PX_CHECK_CONTAINS(msg, want);
+    PX_CHECK_CONTAINS(msg, "deadline of 1 s");
+    for (int i = 0; i < F; i++) {
+        CHECK(px_result(fs[i]) == 1 + i);
+        CHECK(atomic_load(&sh->ran[1 + i]) == 1); /* once, in the new worker */
+        cf_future_release(fs[i]);
+    }
+    CHECK(atomic_load(&sh->ran[0]) == 1);
+    CHECK(atomic_load(&arg_frees) == 1 + F);
+    cf_future_release(spin);
+    cf_future_release(blocker);
+    cf_executor_free(ex);
+    PX_CHECK_NO_CHILDREN();
+}
+
+/* 100 tasks with mixed deadlines on a 2-worker process pool, each with the right status:
+ * kind 0 (0.5 s) waits behind two held workers, in the queue or sent ahead to them (when a
+ * worker's first hold ends, its proxy takes a second one and sends up to 7 tasks ahead
+ * behind it), and never runs; kind 1 (no deadline) and kind 2 (60 s) run once each: CF_OK; kind 3 (1.5 s)
+ * spins until told to stop, which happens only once every kind-3 future is done: each
+ * is killed with its worker or never starts (CF_DEADLINE), and whatever was sent ahead
+ * behind a killed one is sent again. */
+static void process_mixed_deadlines(px_gate *g, proc_shared *sh) {
+    px_phase("process: 100 mixed deadlines on 2 workers");
+    memset(g, 0, sizeof *g);
+    memset(sh, 0, sizeof *sh);
+    atomic_store(&arg_frees, 0);
+    int fds_before = px_count_fds();
+    cf_executor *ex = px_pool(2, 0);
+    cf_future *held[2];
+    cf_future *held2[2];
+    for (int i = 0; i < 2; i++) held[i] = px_submit(ex, px_gate_task, g);
+    CHECK(px_wait_ge(&g->started, 2, PX_LONG));
+    for (int i = 0; i < 2; i++) held2[i] = px_submit(ex, px_gate_task, &sh->g2);
+    static const double timeouts[4] = {0.5, CF_FOREVER, 60.0, 1.5};
+    cf_future *fs[M];
+    double t0 = now_s();
+    for (int i = 0; i < M; i++) {
+        int kind = i % 4;
+        fs[i] = submit_t(ex, kind == 3 ? proc_spin_counted : proc_count, PX_I2P(i),
+                         timeouts[kind], NULL);
+    }
+    px_add(&g->open, 1); /* the second holds start, with tasks sent ahead behind them */
+    /* (one proxy may take both second holds, one sent ahead behind the other) */
+    CHECK(px_wait_ge(&sh->g2.started, 1, PX_LONG));
+    int ahead = 0;
+    for (int i = 0; i < M; i++) ahead += cf_future_running(fs[i]);
+    CHECK(ahead >= 2); /* (each proxy took up to 7 more at once; timing decides) */
+    for (int i = 0; i < M; i += 4) {
+        void *r = NULL;
+        CHECK_STATUS(cf_future_result(fs[i], PX_LONG, &r), CF_DEADLINE);
+        CHECK(now_s() - t0 < 0.5 + 2.0); /* at its deadline, not when a worker is free */
+    }
+    CHECK(atomic_load(&sh->g2.finished) == 0);
+    px_add(&sh->g2.open, 1);
+    for (int i = 3; i < M; i += 4) {
+        void *r = NULL;
+        CHECK_STATUS(cf_future_result(fs[i], PX_LONG, &r), CF_DEADLINE);
+        CHECK(now_s() - t0 < 1.5 + 2.0);
+    }
+    px_add(&sh->stop, 1);
+    for (int i = 0; i < M; i++) {
+        int kind = i % 4;
+        void *r = NULL;
+        cf_status st = cf_future_result(fs[i], PX_LONG, &r);
+        int code = 0;
+        const char *msg = NULL;
+        if (kind == 0 || kind == 3) {
+            CHECK_STATUS(st, CF_DEADLINE);
+            CHECK_STATUS(cf_future_exception(fs[i], 0, &code, &msg), CF_DEADLINE);
+            CHECK(code == ETIMEDOUT);
+            if (kind == 0) {
+                PX_CHECK_CONTAINS(msg, "before it started");
+                CHECK(atomic_load(&sh->ran[i]) == 0);
+            } else if (atomic_load(&sh->ran[i]) == 1) {
+                PX_CHECK_CONTAINS(msg, "which was killed (SIGKILL)");
+            } else {
+                CHECK(atomic_load(&sh->ran[i]) == 0);
+                PX_CHECK_CONTAINS(msg, "before it started");
+            }
+        } else {
+            CHECK_STATUS(st, CF_OK);
+            CHECK(PX_P2I(r) == i);
+            CHECK(atomic_load(&sh->ran[i]) == 1);
+        }
+        cf_future_release(fs[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        CHECK(px_result(held[i]) > 0);
+        CHECK(px_result(held2[i]) > 0);
+        cf_future_release(held[i]);
+        cf_future_release(held2[i]);
+    }
+    cf_executor_free(ex);
+    CHECK(atomic_load(&arg_frees) == M);
+    PX_CHECK_NO_CHILDREN();
+    CHECK(px_count_fds() == fds_before);
+}
+
 int main(void) {
     px_watchdog(120);
     px_no_core_dumps();
     px_gate *g = px_shm_new(sizeof(px_gate));
     atomic_int *stop = px_shm_new(sizeof(atomic_int));
+    proc_shared *sh = px_shm_new(sizeof(proc_shared));
+    g_proc_shared_slot = sh;
     process_deadlines(g, stop); /* first: pools fork while no other thread runs */
+    process_sent_ahead(g, sh);
+    process_mixed_deadlines(g, sh);
     thread_task_past_deadline();
     mixed_deadlines();
     wait_first_exception();
+    px_shm_free(sh, sizeof(proc_shared));
     px_shm_free(stop, sizeof(atomic_int));
     px_shm_free(g, sizeof(px_gate));
     printf("test_deadline: ok\n");

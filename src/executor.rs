@@ -23,7 +23,8 @@ pub const CF_MAX_WORKERS: usize = 1024;
 ///
 /// Methods: `cf_submit`, `cf_submit_bytes`, `cf_submit_task`, `cf_submit_bytes_task`,
 /// `cf_map_new`, `cf_map_bytes_new`, `cf_executor_shutdown`, `cf_executor_worker_count`,
-/// `cf_executor_broken_reason`, `cf_executor_free`.
+/// `cf_executor_broken_reason`, `cf_executor_terminate_workers`,
+/// `cf_executor_kill_workers` (process pools), `cf_executor_free`.
 ///
 /// **After `fork()`.** An executor belongs to the process that made it. In a child that
 /// the program forks after making it, the executor has no workers (threads are not
@@ -354,6 +355,55 @@ pub unsafe extern "C" fn cf_executor_shutdown(
         // SAFETY: `ex` is NULL or a live executor.
         let Some(ex) = (unsafe { executor_ref(ex) }) else { return CF_INVALID_ARGUMENT };
         ex.pool.shutdown(wait, cancel_futures)
+    }
+}
+
+/// Stops a process pool's workers with `SIGTERM`: Python 3.14's
+/// `ProcessPoolExecutor.terminate_workers()`.
+///
+/// Shuts the executor down (a later `cf_submit` returns `CF_SHUTDOWN`), cancels every
+/// task that has not started (their done callbacks run in this thread, and `arg_free`
+/// for `cf_submit_task` tasks), sends `SIGTERM` to every live worker process (also one
+/// still starting or running its initializer), and returns once every worker has been
+/// reaped and every proxy thread has exited. The futures of the tasks that were running,
+/// including those handed to a worker ahead of time (`cf_future_running` true), finish
+/// with `CF_BROKEN` and a message naming the signal ("... stopped with SIGTERM
+/// (cf_executor_terminate_workers) ..."). Nothing stays pending, no worker is started
+/// again, no zombie is left; after `cf_executor_free` no process the executor made
+/// remains (the fork server too). Works after `cf_executor_shutdown` without wait (it
+/// still cancels what is queued and signals the workers still running). A worker that
+/// catches or ignores `SIGTERM` delays the return until it exits; use
+/// `cf_executor_kill_workers` for a certain end.
+///
+/// Returns `CF_OK`, also when called again (it then does nothing more);
+/// `CF_INVALID_ARGUMENT` for NULL or a thread pool; `CF_BROKEN` in a child forked after
+/// the executor was made (the workers are the parent's: nothing is signalled);
+/// `CF_INVALID_STATE` when called from one of this executor's own threads (a done
+/// callback run by it): everything above happens except the wait.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_executor_terminate_workers(ex: *mut cf_executor) -> cf_status {
+    ffi_boundary! {
+        // SAFETY: `ex` is NULL or a live executor.
+        let Some(ex) = (unsafe { executor_ref(ex) }) else { return CF_INVALID_ARGUMENT };
+        ex.pool.stop_workers(libc::SIGTERM)
+    }
+}
+
+/// Stops a process pool's workers with `SIGKILL`: Python 3.14's
+/// `ProcessPoolExecutor.kill_workers()`. Everything `cf_executor_terminate_workers`
+/// says holds, with `SIGKILL` (which no worker can catch) for `SIGTERM`: the futures of
+/// the tasks that were running finish with `CF_BROKEN` and a message naming `SIGKILL`.
+///
+/// Returns `CF_OK` (also when called again, or after `cf_executor_terminate_workers`:
+/// nothing more is done); `CF_INVALID_ARGUMENT` for NULL or a thread pool; `CF_BROKEN`
+/// in a child forked after the executor was made; `CF_INVALID_STATE` from one of this
+/// executor's own threads (no wait).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cf_executor_kill_workers(ex: *mut cf_executor) -> cf_status {
+    ffi_boundary! {
+        // SAFETY: `ex` is NULL or a live executor.
+        let Some(ex) = (unsafe { executor_ref(ex) }) else { return CF_INVALID_ARGUMENT };
+        ex.pool.stop_workers(libc::SIGKILL)
     }
 }
 

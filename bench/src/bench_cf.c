@@ -360,8 +360,13 @@ static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
+static cf_executor *process_pool(void);
 static void d1(const char *which, long n) {
-    cf_executor *ex = pool_of(bench_threads());
+    /* D1-proc-p50/p99: the same on a process pool (bench_threads() workers); a task that starts
+     * blocks for ever (the gate is in the parent's memory), so each one running at its
+     * deadline is killed with its worker, and the others never start. */
+    bool proc = !strncmp(which, "D1-proc-", 8);
+    cf_executor *ex = proc ? process_pool() : pool_of(bench_threads());
     warm_up(ex, 64);
     d1_open(0);
     cf_future **fs = malloc(n * sizeof *fs);
@@ -398,7 +403,7 @@ static void d1(const char *which, long n) {
     double *late = malloc(n * sizeof *late);
     for (long i = 0; i < n; i++) late[i] = (d1_done_at[i] - deadline[i]) * 1e3;
     qsort(late, n, sizeof *late, cmp_double);
-    double v = !strcmp(which, "D1-p99") ? late[(n * 99) / 100] : late[n / 2];
+    double v = strstr(which, "-p99") ? late[(n * 99) / 100] : late[n / 2];
     for (long i = 0; i < n; i++) cf_future_release(fs[i]);
     cf_executor_free(ex);
     free(fs);

@@ -164,11 +164,10 @@ pub(crate) enum Where {
     /// It was running on a thread pool worker (it runs on; its result is discarded).
     OnThread,
     /// It was running in the worker process with this pid, which was killed.
-    #[allow(
-        dead_code,
-        reason = "for the process pools' running-task deadline (see Timer)"
-    )]
     InProcess(i32),
+    /// It had ended in the worker process with this pid, and its answer was on the way
+    /// (the late result is discarded).
+    Returning(i32),
 }
 
 /// The outcome of a future whose deadline passed: `CF_DEADLINE`, `ETIMEDOUT`, and a
@@ -182,6 +181,10 @@ pub(crate) fn deadline_outcome(timeout: f64, at: Where) -> Outcome {
         Where::InProcess(pid) => {
             format!("while it ran in worker process {pid}, which was killed (SIGKILL)")
         }
+        Where::Returning(pid) => format!(
+            "as its result came back from worker process {pid}; the result will be \
+             discarded"
+        ),
     };
     Outcome::failed(
         CF_DEADLINE,

@@ -614,7 +614,9 @@ impl Pool {
         let mut st = lock(&self.state);
         st.workers -= 1;
         st.idle -= 1;
-        if st.workers > 0 {
+        self.exited.notify_all();
+        if st.workers > 0 || self.workers_stopped() {
+            // (Stopped workers: the task was accepted before, and cancelled since.)
             return Ok(());
         }
         st.queue
@@ -659,6 +661,38 @@ impl Pool {
         for f in queued {
             let _ = f.finish(Outcome::failed(CF_BROKEN, code, &message));
         }
+    }
+
+    /// Whether `stop_workers` was called (a process pool's workers are stopped).
+    fn workers_stopped(&self) -> bool {
+        matches!(&self.runner, Runner::Process(p) if p.is_stopped())
+    }
+
+    /// `cf_executor_terminate_workers` (`SIGTERM`) and `cf_executor_kill_workers`
+    /// (`SIGKILL`): shuts down, cancels every queued task, sends `signal` to every live
+    /// worker process, then waits (as `shutdown` with wait) until every proxy thread has
+    /// reaped its worker and exited. Tasks that a proxy held (running, sent ahead, or
+    /// about to be sent) finish with `CF_BROKEN` naming the signal (`proxy`). Only the
+    /// first call does anything (`CF_OK` after); `CF_INVALID_ARGUMENT` on a thread pool,
+    /// `CF_BROKEN` in a process forked after the pool was made (the workers are the
+    /// parent's), `CF_INVALID_STATE` from one of the pool's own threads (no wait).
+    pub(crate) fn stop_workers(&self, signal: i32) -> cf_status {
+        if self.is_foreign() {
+            return CF_BROKEN;
+        }
+        let Runner::Process(shared) = &self.runner else {
+            return crate::status::CF_INVALID_ARGUMENT;
+        };
+        if shared.is_stopped() {
+            return CF_OK;
+        }
+        // Shut down and cancel what is queued first, so that no proxy takes more work,
+        // then stop the workers, then wait for the proxies.
+        let _ = self.shutdown(false, true);
+        if !shared.stop_workers(signal) {
+            return CF_OK;
+        }
+        self.shutdown(true, false)
     }
 
     /// `cf_executor_shutdown`. In a process forked after the pool was made it does

@@ -7,10 +7,13 @@
 
 use super::{
     arena::{Arena, SHM_MIN, SLOT_ALIGN, Slot},
+    deadline::{WATCH_SIZE, Watch, deadline_of, mono_deadline},
     io::{Fd, RecvBuf, send_all, send_buffer_size, send_with_fd},
-    wire::{HEADER, arena_frame, frame_len, send_task, shm_task_frame},
+    wire::{
+        HEADER, arena_frame, deadline_frame, frame_len, send_task, shm_task_frame, watch_frame,
+    },
 };
-use crate::rt::task::Task;
+use crate::rt::{sync::Arc, task::Task};
 use rustix::fd::AsFd;
 use std::{collections::VecDeque, io, ptr};
 
@@ -30,6 +33,17 @@ pub(crate) struct Link {
     pub(super) unread: usize,
     /// How many such bytes may be in flight (see `may_send`).
     pub(super) budget: usize,
+    /// Its watch, once a task with a deadline went to it (`deadline`).
+    pub(super) watch: Option<Arc<Watch>>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Before the worker is reaped: the timer may not signal its pid any more.
+        if let Some(w) = &self.watch {
+            w.close();
+        }
+    }
 }
 
 /// How a task went to a worker.
@@ -55,6 +69,7 @@ impl Link {
             frames: VecDeque::new(),
             unread: 0,
             budget,
+            watch: None,
         }
     }
 
@@ -90,12 +105,17 @@ impl Link {
     /// Sends a task; `idle` says that nothing is in flight. A large byte input goes into
     /// the arena (made, or replaced by a larger one, while idle); if no arena can be had,
     /// through the socket. `NoRoom` also when its frame may not go out yet (`may_send`).
+    ///
+    /// A task with a deadline goes out after a `K_DEADLINE` frame (the caller made this
+    /// worker's `watch` first, see `deadline`).
     pub(super) fn send(&mut self, task: &Task, idle: bool) -> io::Result<Sent> {
+        let pre = deadline_of(task).map(|at| deadline_frame(mono_deadline(at)));
+        let pre: &[u8] = pre.as_ref().map_or(&[], |p| &p[..]);
         let Task::Bytes(f, input) = task.wire() else {
-            return self.send_inline(task);
+            return self.send_inline(task, pre);
         };
         if input.len() < SHM_MIN {
-            return self.send_inline(task);
+            return self.send_inline(task, pre);
         }
         let need = input.len().next_multiple_of(SLOT_ALIGN);
         if self.arena.as_ref().is_none_or(|a| need > a.map.len) {
@@ -111,9 +131,9 @@ impl Link {
             }
         }
         if self.arena.is_none() {
-            return self.send_inline(task);
+            return self.send_inline(task, pre);
         }
-        if !self.may_send(HEADER + 32) {
+        if !self.may_send(HEADER + 32 + pre.len()) {
             return Ok(Sent::NoRoom);
         }
         let arena = self.arena.as_mut().expect("checked above");
@@ -131,20 +151,35 @@ impl Link {
         unsafe { ptr::copy_nonoverlapping(input.as_ptr(), dst, input.len()) };
         let m = shm_task_frame(*f, slot, input.len());
         // On an error the worker is buried, and its arena with it.
-        send_all(self.fd.as_fd(), &[&m])?;
-        self.sent(m.len());
+        send_all(self.fd.as_fd(), &[pre, &m])?;
+        self.sent(pre.len() + m.len());
         Ok(Sent::Yes(Some(slot)))
     }
 
-    /// Sends a task's frame through the socket, if it `may_send` now.
-    fn send_inline(&mut self, task: &Task) -> io::Result<Sent> {
-        let len = frame_len(task);
+    /// Sends a task's frame through the socket, after `pre` (a deadline frame, or
+    /// nothing), if it `may_send` now.
+    fn send_inline(&mut self, task: &Task, pre: &[u8]) -> io::Result<Sent> {
+        let len = pre.len() + frame_len(task);
         if !self.may_send(len) {
             return Ok(Sent::NoRoom);
+        }
+        if !pre.is_empty() {
+            send_all(self.fd.as_fd(), &[pre])?;
         }
         send_task(self.fd.as_fd(), task)?;
         self.sent(len);
         Ok(Sent::Yes(None))
+    }
+
+    /// This worker's watch (`deadline`), made and sent to it (`K_WATCH`) the first time.
+    pub(super) fn watch(&mut self) -> io::Result<Arc<Watch>> {
+        if let Some(w) = &self.watch {
+            return Ok(Arc::clone(w));
+        }
+        let (watch, memfd) = Watch::create(self.id)?;
+        send_with_fd(self.fd.as_fd(), &watch_frame(WATCH_SIZE), memfd.as_fd())?;
+        self.watch = Some(Arc::clone(&watch));
+        Ok(watch)
     }
 }
 

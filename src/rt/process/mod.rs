@@ -84,6 +84,7 @@
 //!   then closes the control socket and reaps the server: no child, no zombie.
 
 mod arena;
+mod deadline;
 pub(crate) mod io;
 mod link;
 mod proxy;
@@ -97,8 +98,11 @@ pub(crate) use link::Link;
 use super::{
     context::UserError,
     future::CoreRef,
+    owned::deadline_outcome,
     pool::{InitFn, Pool},
+    sync::{AtomicU32, Ordering},
 };
+use deadline::Registry;
 use proxy::{Proxy, Transport};
 use server::ForkServer;
 use std::{ffi::c_void, io as stdio};
@@ -109,6 +113,10 @@ pub(crate) struct ProcShared {
     server: ForkServer,
     max_tasks_per_child: usize,
     has_initializer: bool,
+    /// The tasks with a deadline that are in workers now (`deadline`).
+    registry: Registry,
+    /// The signal `stop_workers` sent (0: not stopped).
+    stopped: AtomicU32,
 }
 
 impl ProcShared {
@@ -122,6 +130,8 @@ impl ProcShared {
             server: ForkServer::start(init)?,
             max_tasks_per_child,
             has_initializer: init.is_some(),
+            registry: Registry::new(),
+            stopped: AtomicU32::new(0),
         })
     }
 
@@ -130,6 +140,8 @@ impl ProcShared {
             transport: &self.server,
             max_tasks_per_child: self.max_tasks_per_child,
             has_initializer: self.has_initializer,
+            registry: &self.registry,
+            stopped: &self.stopped,
         }
     }
 
@@ -167,17 +179,39 @@ impl ProcShared {
         self.proxy().retire_own();
     }
 
-    /// Closes the control socket and reaps the server (which reaps any worker left).
     /// The timer's hook for a task with a deadline (`cf_task.timeout`) that is RUNNING
-    /// on this pool when its deadline passes: started by a proxy, so either sent to a
-    /// worker process or about to be sent. Called on the timer thread, holding no lock.
-    pub(crate) fn deadline_passed_running(
-        &self,
-        _core: &crate::rt::future::CoreRef,
-        _timeout: f64,
-    ) {
+    /// on this pool when its deadline passes: taken by a proxy, so about to be sent,
+    /// sent ahead, running in a worker process, or ended there with its answer on the
+    /// way. Kills the worker if it runs the task, and finishes the future with
+    /// `CF_DEADLINE` saying where the task was (see `deadline`). Called on the timer
+    /// thread, holding no lock (the future's callbacks run here).
+    pub(crate) fn deadline_passed_running(&self, core: &CoreRef, timeout: f64) {
+        let at = self.registry.strike(core);
+        core.expire(true, |_| deadline_outcome(timeout, at));
     }
 
+    /// `cf_executor_terminate_workers` / `kill_workers`: from now on no worker is
+    /// started and no task is sent again (`proxy::Proxy::replace`); `signal` goes to every
+    /// live worker (through the fork server, which has not reaped them, so no pid is
+    /// reused). `false` if the workers were stopped before (nothing is done).
+    pub(crate) fn stop_workers(&self, signal: i32) -> bool {
+        if self
+            .stopped
+            .compare_exchange(0, signal as u32, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.server.signal_all(signal);
+        true
+    }
+
+    /// Whether `stop_workers` was called.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire) != 0
+    }
+
+    /// Closes the control socket and reaps the server (which reaps any worker left).
     pub(crate) fn close_server(&self) {
         self.server.close();
     }

@@ -4,6 +4,7 @@
 
 use super::{
     arena::Slot,
+    deadline::{Registry, deadline_of, deadline_timeout},
     io::{read_vec, send_counted},
     link::{Link, Sent},
     wire::{
@@ -13,10 +14,12 @@ use super::{
 use crate::rt::{
     context::{Raised, UserError},
     future::CoreRef,
+    owned::{Where, deadline_outcome},
     pool::Pool,
+    sync::{AtomicU32, Ordering},
     task::{Failure, Outcome, Task},
 };
-use crate::status::CF_BROKEN;
+use crate::status::{CF_BROKEN, CF_DEADLINE, CF_NO_MEMORY};
 use rustix::fd::AsFd;
 use std::{cell::RefCell, collections::VecDeque, ffi::CString, io};
 
@@ -65,6 +68,21 @@ pub(super) struct Proxy<'a> {
     pub(super) transport: &'a dyn Transport,
     pub(super) max_tasks_per_child: usize,
     pub(super) has_initializer: bool,
+    /// The tasks with a deadline handed to workers (`deadline`).
+    pub(super) registry: &'a Registry,
+    /// The signal `cf_executor_terminate_workers`/`kill_workers` sent, or 0: once set,
+    /// no worker is started and no task sent again.
+    pub(super) stopped: &'a AtomicU32,
+}
+
+/// What a task that a stopped pool's worker held, or that found the pool stopped, says.
+pub(super) fn stop_message(signal: u32) -> String {
+    let (name, call) = if signal == libc::SIGKILL as u32 {
+        ("SIGKILL", "cf_executor_kill_workers")
+    } else {
+        ("SIGTERM", "cf_executor_terminate_workers")
+    };
+    format!("cfutures: the executor's workers were stopped with {name} ({call})")
 }
 
 impl Proxy<'_> {
@@ -116,7 +134,7 @@ impl Proxy<'_> {
                 format!("a worker process {how} before it was ready")
             }
         };
-        if self.has_initializer {
+        if self.has_initializer && self.stop_signal().is_none() {
             // Most likely the initializer itself crashed: that breaks the pool, as an
             // initializer that fails by `cf_raise` does.
             let message = format!("{error} (while running its initializer)");
@@ -207,7 +225,8 @@ impl Proxy<'_> {
                     break;
                 }
                 let before = batch.len();
-                if encode_small(&task, &mut batch) {
+                let with_deadline = deadline_of(&task).is_some();
+                if !with_deadline && encode_small(&task, &mut batch) {
                     // The batch's frames count as in flight (`may_send`); an idle worker
                     // takes a first frame of any size.
                     let alone = batched.is_empty() && worker.frames.is_empty();
@@ -225,7 +244,33 @@ impl Proxy<'_> {
                     channel_broken = true;
                     break;
                 }
-                match worker.send(&task, inflight.is_empty()) {
+                if with_deadline {
+                    // Registered before its frame goes out, as the next task of this
+                    // worker (see `deadline`).
+                    let seq = worker.tasks as u64 + 1;
+                    match worker.watch() {
+                        Ok(watch) => {
+                            if self.registry.insert(&job, &watch, seq).is_err() {
+                                let _ = job.finish(Outcome::failed(
+                                    CF_NO_MEMORY,
+                                    libc::ENOMEM,
+                                    "cfutures: no memory to keep the task's deadline",
+                                ));
+                                continue;
+                            }
+                        }
+                        Err(_) => {
+                            unsent.push_front((job, task));
+                            channel_broken = true;
+                            break;
+                        }
+                    }
+                }
+                let sent = worker.send(&task, inflight.is_empty());
+                if with_deadline && !matches!(sent, Ok(Sent::Yes(_))) {
+                    self.registry.remove(&job);
+                }
+                match sent {
                     Ok(Sent::Yes(slot)) => {
                         worker.tasks += 1;
                         inflight.push_back(((job, task), slot));
@@ -308,6 +353,19 @@ impl Proxy<'_> {
                 worker.answered();
                 let ((job, task), slot) =
                     inflight.pop_front().expect("an answer to a task in flight");
+                let outcome = match deadline_timeout(&task) {
+                    Some(timeout) => {
+                        self.registry.remove(&job);
+                        match outcome {
+                            // The worker found its deadline passed: it never ran.
+                            Outcome::Failed(f) if f.status == CF_DEADLINE => {
+                                deadline_outcome(timeout, Where::NotStarted)
+                            }
+                            o => o,
+                        }
+                    }
+                    None => outcome,
+                };
                 // An owned task's result is freed with the future; its `arg_free` runs
                 // as the task drops.
                 let outcome = task.adopt(outcome);
@@ -331,6 +389,10 @@ impl Proxy<'_> {
                 idle
             }
             Err(e) => {
+                // The task it was running, by its number among those sent to it: if the
+                // deadline timer killed the worker for it, the timer finishes its future.
+                let head = (worker.tasks - inflight.len()) as u64 + 1;
+                let struck = worker.watch.as_ref().is_some_and(|w| w.killed(head));
                 let dead = w.take().expect("checked above");
                 let id = dead.id;
                 let status = self.bury(dead);
@@ -343,15 +405,27 @@ impl Proxy<'_> {
                     status.unwrap_or_else(|| "died".to_owned())
                 };
                 let ((job, task), _) = inflight.pop_front().expect("an answer to a task in flight");
+                if deadline_of(&task).is_some() {
+                    self.registry.remove(&job);
+                }
                 drop(task);
-                let _ = job.finish(Outcome::Failed(Failure::new(
-                    CF_BROKEN,
-                    0,
-                    &format!("the worker process {id} running the task {how}"),
-                )));
-                // The rest never started: send them again, in order.
-                while let Some((job, _)) = inflight.pop_back() {
-                    unsent.push_front(job);
+                if !struck {
+                    let message = match self.stop_signal() {
+                        Some(sig) => format!(
+                            "{}: the worker process {id} running the task {how}",
+                            stop_message(sig)
+                        ),
+                        None => format!("the worker process {id} running the task {how}"),
+                    };
+                    let _ = job.finish(Outcome::Failed(Failure::new(CF_BROKEN, 0, &message)));
+                }
+                // The rest never started: send them again, in order (or, once the pool's
+                // workers were stopped, fail them: `replace` starts no worker).
+                while let Some(((job, task), _)) = inflight.pop_back() {
+                    if deadline_of(&task).is_some() {
+                        self.registry.remove(&job);
+                    }
+                    unsent.push_front((job, task));
                 }
                 false
             }
@@ -367,6 +441,13 @@ impl Proxy<'_> {
             .unwrap_or_default();
         let mut attempts = 0;
         loop {
+            if let Some(sig) = self.stop_signal() {
+                return Err(Failure::new(
+                    CF_BROKEN,
+                    0,
+                    &format!("{} before the task ran", stop_message(sig)),
+                ));
+            }
             let w = self.transport.start(&name).map_err(|e| {
                 Failure::new(
                     CF_BROKEN,
@@ -404,6 +485,11 @@ impl Proxy<'_> {
                 }
             }
         }
+    }
+
+    /// The signal the pool's workers were stopped with, if they were.
+    fn stop_signal(&self) -> Option<u32> {
+        Some(self.stopped.load(Ordering::Acquire)).filter(|&s| s != 0)
     }
 
     /// Kills and reaps a worker whose channel broke; how it ended, if known.

@@ -35,6 +35,7 @@ use rustix::{
 use std::{
     ffi::{CStr, c_int},
     io,
+    sync::atomic::Ordering::Relaxed,
 };
 
 /// Socket buffer size requested for worker channels.
@@ -44,6 +45,8 @@ const OP_SPAWN: u32 = 1;
 const OP_REAP: u32 = 2;
 const OP_OK: u32 = 3;
 const OP_ERR: u32 = 4;
+/// Send the signal `value` to every worker not yet reaped (`signal_all`).
+const OP_SIGNAL: u32 = 5;
 
 /// A control message (fixed size; one `SOCK_SEQPACKET` datagram of `Ctl::SIZE` bytes:
 /// op, flag (u32 each), value (i64), name (16 bytes, NUL-padded)).
@@ -195,6 +198,16 @@ fn server_main(ctl: OwnedFd, parent: Option<OwnedFd>, init: Option<(InitFn, usiz
                     None => Ctl::new(OP_ERR, libc::ECHILD as i64),
                 }
             }
+            (OP_SIGNAL, None) => match i32::try_from(msg.value).ok().filter(|&s| s > 0) {
+                Some(sig) => {
+                    for &pid in &children {
+                        // SAFETY: a signal to our own child, not yet reaped.
+                        unsafe { libc::kill(pid.as_raw_nonzero().get(), sig) };
+                    }
+                    Ctl::new(OP_OK, children.len() as i64)
+                }
+                None => Ctl::new(OP_ERR, libc::EINVAL as i64),
+            },
             // An unexpected descriptor is dropped (closed): not ours to keep.
             _ => Ctl::new(OP_ERR, libc::EINVAL as i64),
         };
@@ -223,6 +236,8 @@ pub(super) struct ForkServer {
     /// The control socket; `None` once closed. Requests and replies are serialised here.
     ctl: Mutex<Option<Fd>>,
     pid: Pid,
+    /// Set (under `ctl`'s lock) by `signal_all`: no worker is started after it.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl ForkServer {
@@ -275,13 +290,15 @@ impl ForkServer {
         Ok(ForkServer {
             ctl: Mutex::new(Some(parent_end)),
             pid,
+            stopped: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// One request to the server and its reply.
     fn request(&self, msg: Ctl, fd: Option<BorrowedFd<'_>>) -> io::Result<i64> {
         let ctl = lock(&self.ctl);
-        let Some(sock) = ctl.as_ref() else {
+        let stopped = msg.op == OP_SPAWN && self.stopped.load(Relaxed);
+        let Some(sock) = ctl.as_ref().filter(|_| !stopped) else {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the process pool is closed",
@@ -305,6 +322,17 @@ impl ForkServer {
         let mut msg = Ctl::new(OP_REAP, pid as i64);
         msg.flag = u32::from(kill);
         self.request(msg, None).ok().map(|s| s as c_int)
+    }
+
+    /// Sends `signal` to every worker the server has started and not reaped, and starts
+    /// no worker after (a start waiting for the lock is refused). A worker being started
+    /// now (its request holds the lock) gets the signal too.
+    pub(super) fn signal_all(&self, signal: i32) {
+        {
+            let _ctl = lock(&self.ctl);
+            self.stopped.store(true, Relaxed);
+        }
+        let _ = self.request(Ctl::new(OP_SIGNAL, signal.into()), None);
     }
 
     /// Closes the control socket and reaps the server (which reaps any worker left).

@@ -9,6 +9,7 @@
 
 use super::{
     arena::{Mapping, SHM_MIN, Slot},
+    deadline::WATCH_SIZE,
     io::{RecvBuf, read_vec, send_all},
 };
 use crate::rt::{
@@ -50,6 +51,12 @@ pub(super) const K_ARENA: u32 = 8;
 /// Parent to worker: a byte task whose input is in the arena; payload the function, the
 /// slot's offset and capacity and the input's length (u64 each).
 pub(super) const K_BYTES_SHM: u32 = 9;
+/// Parent to worker: map this watch (`deadline::Watch`; its memfd rides along with
+/// `SCM_RIGHTS`); payload the mapping's size (u64).
+pub(super) const K_WATCH: u32 = 10;
+/// Parent to worker: the next task has this deadline; payload an absolute
+/// `CLOCK_MONOTONIC` time in nanoseconds (u64). See `deadline`.
+const K_DEADLINE: u32 = 11;
 
 const O_VALUE: u8 = 0;
 const O_BYTES: u8 = 1;
@@ -379,6 +386,22 @@ pub(super) fn arena_frame(size: usize) -> [u8; HEADER + 8] {
     m
 }
 
+/// The frame announcing a watch of `size` bytes (`K_WATCH`); its memfd rides along.
+pub(super) fn watch_frame(size: usize) -> [u8; HEADER + 8] {
+    let mut m = arena_frame(size);
+    m[..4].copy_from_slice(&K_WATCH.to_ne_bytes());
+    m
+}
+
+/// The frame that goes just before a task with a deadline: `at`, in nanoseconds of
+/// `CLOCK_MONOTONIC` (`K_DEADLINE`).
+pub(super) fn deadline_frame(at: u64) -> [u8; HEADER + 8] {
+    let mut m = [0u8; HEADER + 8];
+    m[..HEADER].copy_from_slice(&header(K_DEADLINE, 8));
+    m[HEADER..].copy_from_slice(&at.to_ne_bytes());
+    m
+}
+
 /// Reads a result frame (parent side). A byte result is read straight into its final
 /// `malloc` buffer, or copied there from the task's arena slot (`slot`, if its input went
 /// through the arena): a result said to be anywhere else is malformed. That buffer is
@@ -454,6 +477,10 @@ pub(super) enum Incoming {
         memfd: OwnedFd,
         size: usize,
     },
+    /// A watch (`deadline`), replacing any earlier one: its memfd.
+    Watch(OwnedFd),
+    /// The next task's deadline (nanoseconds of `CLOCK_MONOTONIC`).
+    Deadline(u64),
     /// A byte task whose input is `len` bytes at `off` in the arena, in a slot of `cap`.
     Shm {
         f: BytesFn,
@@ -476,6 +503,20 @@ pub(super) fn recv_task(fd: BorrowedFd<'_>, rb: &mut RecvBuf) -> Option<Incoming
             let memfd = rb.take_fd()?;
             let size = usize::try_from(u64::from_ne_bytes(p)).ok()?;
             Some(Incoming::Arena { memfd, size })
+        }
+        K_WATCH if len == 8 => {
+            let mut p = [0u8; 8];
+            if !rb.read_exact(fd, &mut p).ok()? || u64::from_ne_bytes(p) != WATCH_SIZE as u64 {
+                return None;
+            }
+            Some(Incoming::Watch(rb.take_fd()?))
+        }
+        K_DEADLINE if len == 8 => {
+            let mut p = [0u8; 8];
+            if !rb.read_exact(fd, &mut p).ok()? {
+                return None;
+            }
+            Some(Incoming::Deadline(u64::from_ne_bytes(p)))
         }
         K_BYTES_SHM if len == 32 => {
             let p = read_vec(fd, rb, 32).ok()?;
