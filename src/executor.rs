@@ -221,7 +221,7 @@ pub unsafe extern "C" fn cf_process_pool_new(
 }
 
 impl cf_executor {
-    fn new(pool: std::sync::Arc<Pool>) -> cf_executor {
+    pub(crate) fn new(pool: std::sync::Arc<Pool>) -> cf_executor {
         cf_executor {
             pool,
             fork_reason: std::sync::OnceLock::new(),
@@ -231,7 +231,7 @@ impl cf_executor {
 
 /// Hands a new executor to C through `out` (checked non-NULL); `CF_NO_MEMORY` (after
 /// shutting the executor down again) when its box cannot be made.
-fn put_executor(ex: cf_executor, out: *mut *mut cf_executor) -> cf_status {
+pub(crate) fn put_executor(ex: cf_executor, out: *mut *mut cf_executor) -> cf_status {
     match try_box_into_raw(ex) {
         Ok(p) => {
             // SAFETY: `out` is non-NULL and writable (contract).
@@ -261,6 +261,26 @@ unsafe fn executor_ref<'a>(ex: *const cf_executor) -> Option<&'a cf_executor> {
 pub(crate) unsafe fn executor_pool<'a>(ex: *const cf_executor) -> Option<&'a std::sync::Arc<Pool>> {
     // SAFETY: by the caller's guarantee.
     unsafe { executor_ref(ex) }.map(|e| &e.pool)
+}
+
+/// Whether a task of function `f` may go to `ex`: on an MPI executor, `f` must be in a
+/// loaded object (`cfutures_mpi.h`); anything else takes any function. A NULL `ex` passes
+/// (the caller reports it). Costs nothing in a build without the `mpi` feature.
+///
+/// # Safety
+/// `ex` is NULL or a live executor handle.
+#[inline(always)]
+pub(crate) unsafe fn fn_reaches(ex: *const cf_executor, f: usize) -> bool {
+    #[cfg(feature = "mpi")]
+    {
+        // SAFETY: by the caller's guarantee.
+        unsafe { executor_ref(ex) }.is_none_or(|e| e.pool.accepts_fn(f))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = (ex, f);
+        true
+    }
 }
 
 /// Submits the internal task; writes the future on success.
@@ -299,6 +319,8 @@ pub unsafe extern "C" fn cf_submit(
         try_nonnull!(out);
         let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
         // SAFETY: `ex` is NULL or a live executor.
+        if !unsafe { crate::executor::fn_reaches(ex, f as usize) } { return CF_INVALID_ARGUMENT; }
+        // SAFETY: `ex` is NULL or a live executor.
         let Some(ex) = (unsafe { executor_ref(ex) }) else { return CF_INVALID_ARGUMENT };
         submit_task(ex, Task::Call(f, arg), out)
     }
@@ -324,6 +346,8 @@ pub unsafe extern "C" fn cf_submit_bytes(
     ffi_boundary! {
         try_nonnull!(out);
         let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
+        // SAFETY: `ex` is NULL or a live executor.
+        if !unsafe { crate::executor::fn_reaches(ex, f as usize) } { return CF_INVALID_ARGUMENT; }
         // SAFETY: `ex` is NULL or a live executor.
         let Some(ex) = (unsafe { executor_ref(ex) }) else { return CF_INVALID_ARGUMENT };
         let input = try_status!(unsafe { copy_bytes(r#in, in_len) });

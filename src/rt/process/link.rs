@@ -8,6 +8,7 @@
 use super::{
     arena::{Arena, SHM_MIN, SLOT_ALIGN, Slot},
     io::{Fd, RecvBuf, send_all, send_buffer_size, send_with_fd},
+    stream::Channel,
     wire::{HEADER, arena_frame, frame_len, send_task, shm_task_frame},
 };
 use crate::rt::task::Task;
@@ -16,7 +17,8 @@ use std::{collections::VecDeque, io, ptr};
 
 /// One worker as its proxy thread sees it.
 pub(crate) struct Link {
-    pub(super) fd: Fd,
+    /// The channel (a socket, or an MPI rank's messages).
+    pub(super) fd: Channel,
     /// The worker's id for messages and for its transport (a process id).
     pub(super) id: i32,
     /// Tasks sent to it so far (for `max_tasks_per_child`).
@@ -46,6 +48,12 @@ impl Link {
     /// The parent's end `fd` of a new worker's channel; `id` names the worker.
     pub(super) fn new(fd: Fd, id: i32) -> Link {
         let budget = send_budget(send_buffer_size(fd.as_fd()));
+        Link::over(Channel::Sock(fd), id, budget)
+    }
+
+    /// A link over any channel, with `budget` bytes of task frames allowed in flight
+    /// (see `may_send`).
+    pub(super) fn over(fd: Channel, id: i32, budget: usize) -> Link {
         Link {
             fd,
             id,
@@ -94,9 +102,9 @@ impl Link {
         let Task::Bytes(f, input) = task.wire() else {
             return self.send_inline(task);
         };
-        if input.len() < SHM_MIN {
-            return self.send_inline(task);
-        }
+        let Some(sock) = self.fd.socket().filter(|_| input.len() >= SHM_MIN) else {
+            return self.send_inline(task); // small, or no socket to pass a memfd on
+        };
         let need = input.len().next_multiple_of(SLOT_ALIGN);
         if self.arena.as_ref().is_none_or(|a| need > a.map.len) {
             if !idle {
@@ -105,7 +113,7 @@ impl Link {
             self.arena = None; // the worker drops its mapping of it at the next K_ARENA
             if let Some(size) = Arena::size_for(need) {
                 if let Ok((arena, memfd)) = Arena::create(size) {
-                    send_with_fd(self.fd.as_fd(), &arena_frame(size), memfd.as_fd())?;
+                    send_with_fd(sock, &arena_frame(size), memfd.as_fd())?;
                     self.arena = Some(arena);
                 }
             }

@@ -17,7 +17,6 @@ use crate::rt::{
     task::{Failure, Outcome, Task},
 };
 use crate::status::CF_BROKEN;
-use rustix::fd::AsFd;
 use std::{cell::RefCell, collections::VecDeque, ffi::CString, io};
 
 /// Most tasks a proxy keeps in flight in its worker.
