@@ -159,7 +159,10 @@ pub unsafe extern "C" fn cf_mpi_pool_new(
 /// true: `main` should then return 0. In any other process it returns false at once,
 /// making no MPI call. `argc` and `argv` are `main`'s (read only); NULL returns false.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cf_mpi_worker_serve(argc: *mut c_int, argv: *mut *mut *mut c_char) -> bool {
+pub unsafe extern "C" fn cf_mpi_worker_serve(
+    argc: *mut c_int,
+    argv: *mut *mut *mut c_char,
+) -> bool {
     ffi_boundary! {
         if argc.is_null() || argv.is_null() {
             return false;
@@ -202,6 +205,7 @@ fn make_executor(
         name_prefix: name,
         initializer: None,
     };
-    let pool: std::sync::Arc<Pool> = Pool::new(config, Runner::Process(ProcShared::mpi(t, has_init)));
+    let pool: std::sync::Arc<Pool> =
+        Pool::new(config, Runner::Process(ProcShared::mpi(t, has_init)));
     put_executor(cf_executor::new(pool), out)
 }

@@ -20,11 +20,7 @@ pub(crate) trait Stream: Copy {
     fn read_some(self, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize>;
     /// As `read_some`, handing any descriptors that arrive with the bytes to `on_fd`
     /// (worker side: an arena's memfd). A stream that passes no descriptors reads.
-    fn recv_keeping_fds(
-        self,
-        buf: &mut [u8],
-        on_fd: &mut dyn FnMut(OwnedFd),
-    ) -> io::Result<usize>;
+    fn recv_keeping_fds(self, buf: &mut [u8], on_fd: &mut dyn FnMut(OwnedFd)) -> io::Result<usize>;
 }
 
 impl Stream for BorrowedFd<'_> {
@@ -40,11 +36,7 @@ impl Stream for BorrowedFd<'_> {
         sock_read(self, dst)
     }
 
-    fn recv_keeping_fds(
-        self,
-        buf: &mut [u8],
-        on_fd: &mut dyn FnMut(OwnedFd),
-    ) -> io::Result<usize> {
+    fn recv_keeping_fds(self, buf: &mut [u8], on_fd: &mut dyn FnMut(OwnedFd)) -> io::Result<usize> {
         recv_with_fds(self, buf, |f| on_fd(f))
     }
 }
@@ -114,11 +106,7 @@ impl Stream for ChanRef<'_> {
         }
     }
 
-    fn recv_keeping_fds(
-        self,
-        buf: &mut [u8],
-        on_fd: &mut dyn FnMut(OwnedFd),
-    ) -> io::Result<usize> {
+    fn recv_keeping_fds(self, buf: &mut [u8], on_fd: &mut dyn FnMut(OwnedFd)) -> io::Result<usize> {
         match self {
             ChanRef::Sock(fd) => fd.recv_keeping_fds(buf, on_fd),
             #[cfg(feature = "mpi")]
@@ -141,11 +129,7 @@ impl Stream for &super::mpi::MpiStream {
         super::mpi::MpiStream::read_some(self, dst)
     }
 
-    fn recv_keeping_fds(
-        self,
-        buf: &mut [u8],
-        on_fd: &mut dyn FnMut(OwnedFd),
-    ) -> io::Result<usize> {
+    fn recv_keeping_fds(self, buf: &mut [u8], on_fd: &mut dyn FnMut(OwnedFd)) -> io::Result<usize> {
         super::mpi::MpiStream::recv_keeping_fds(self, buf, on_fd)
     }
 }

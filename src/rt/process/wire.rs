@@ -90,10 +90,7 @@ pub(super) fn header(kind: u32, len: usize) -> [u8; HEADER] {
 }
 
 /// Reads a frame header: `None` on a clean EOF.
-pub(super) fn read_header(
-    fd: impl Stream,
-    rb: &mut RecvBuf,
-) -> io::Result<Option<(u32, usize)>> {
+pub(super) fn read_header(fd: impl Stream, rb: &mut RecvBuf) -> io::Result<Option<(u32, usize)>> {
     let mut h = [0u8; HEADER];
     if !rb.read_exact(fd, &mut h)? {
         return Ok(None);

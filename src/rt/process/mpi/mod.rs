@@ -38,13 +38,7 @@ pub(crate) mod symbols;
 
 pub(crate) use stream::{Comm, MpiStream};
 
-use super::{
-    link::Link,
-    proxy::Transport,
-    stream::Channel,
-    wire::send_init_failed,
-    worker,
-};
+use super::{link::Link, proxy::Transport, stream::Channel, wire::send_init_failed, worker};
 use crate::rt::{
     context::{Raised, UserError},
     pool::InitFn,
@@ -65,9 +59,12 @@ use stream::{mrecv, probe_wait};
 const CTRL: c_int = 0x0cf2;
 const C_STOP: u8 = 0;
 const C_START: u8 = 1;
-/// Frame bytes a proxy keeps in flight in a rank (`Link::may_send`): memory only, since
-/// an MPI stream never blocks both ways (see `stream`).
-const BUDGET: usize = 4 << 20;
+/// Frame bytes a proxy keeps in flight in a rank (`Link::may_send`). An MPI stream never
+/// blocks both ways (see `stream`), so this is not about deadlock: it lets the next
+/// 1 MiB frame go while the rank runs its current task (so the rank finds it at once),
+/// while a larger frame goes only to a rank with nothing in flight, so that the proxy's
+/// send rarely waits out a running task.
+const BUDGET: usize = (2 << 20) + (64 << 10);
 
 /// 0: not known yet; 1: MPI_THREAD_MULTIPLE; 2: serialise calls.
 static LEVEL: AtomicU8 = AtomicU8::new(0);
@@ -111,7 +108,8 @@ pub(crate) fn note_thread_level() -> bool {
     // SAFETY: MPI is initialized (checked by the callers).
     unsafe { ffi::MPI_Query_thread(&mut provided) };
     // SAFETY: constants of rsmpi's shim.
-    let (multiple, serialized) = unsafe { (ffi::RSMPI_THREAD_MULTIPLE, ffi::RSMPI_THREAD_SERIALIZED) };
+    let (multiple, serialized) =
+        unsafe { (ffi::RSMPI_THREAD_MULTIPLE, ffi::RSMPI_THREAD_SERIALIZED) };
     LEVEL.store(if provided >= multiple { 1 } else { 2 }, Ordering::Relaxed);
     provided >= serialized
 }
@@ -129,7 +127,14 @@ fn send_ctl(comm: Comm, rank: c_int, msg: &[u8]) -> io::Result<()> {
         // SAFETY: `msg` is read during the call (a small message, sent eagerly or
         // buffered: the worker rank is in its control loop or soon will be).
         check(unsafe {
-            ffi::MPI_Send(msg.as_ptr().cast(), msg.len() as c_int, ffi::RSMPI_UINT8_T, rank, CTRL, comm.0)
+            ffi::MPI_Send(
+                msg.as_ptr().cast(),
+                msg.len() as c_int,
+                ffi::RSMPI_UINT8_T,
+                rank,
+                CTRL,
+                comm.0,
+            )
         })
     })
 }
@@ -252,7 +257,10 @@ pub(crate) fn serve(comm: Comm, parent: c_int) {
             match symbols::decode(f) {
                 // SAFETY: the root's `cf_init_fn`, found at the same place in this same
                 // build of the program.
-                Some(f) => Some((unsafe { std::mem::transmute::<usize, InitFn>(f) }, arg as usize)),
+                Some(f) => Some((
+                    unsafe { std::mem::transmute::<usize, InitFn>(f) },
+                    arg as usize,
+                )),
                 None => {
                     let _ = send_init_failed(
                         &stream,
@@ -275,6 +283,7 @@ pub(crate) fn serve(comm: Comm, parent: c_int) {
         };
         first = false;
         worker::run(&stream, init);
+        stream.end_early();
         stream.drain_to_eof();
     }
 }

@@ -28,7 +28,12 @@ fn ensure_init() -> Result<(), MpiError> {
         let mut provided: c_int = 0;
         // SAFETY: MPI is not initialized; NULL argc/argv are allowed.
         let rc = unsafe {
-            ffi::MPI_Init_thread(ptr::null_mut(), ptr::null_mut(), ffi::RSMPI_THREAD_MULTIPLE, &mut provided)
+            ffi::MPI_Init_thread(
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ffi::RSMPI_THREAD_MULTIPLE,
+                &mut provided,
+            )
         };
         if rc != 0 {
             return Err(MpiError::Os);
@@ -157,14 +162,22 @@ pub(crate) unsafe fn spawn(
 /// `WORKER_FLAG`), initializes MPI, serves the parent until it stops, finalizes MPI and
 /// returns `true`; elsewhere returns `false` without an MPI call.
 pub(crate) fn worker_serve(args: &[&CStr]) -> bool {
-    if args.last().is_none_or(|a| a.to_bytes() != WORKER_FLAG.as_bytes()) {
+    if args
+        .last()
+        .is_none_or(|a| a.to_bytes() != WORKER_FLAG.as_bytes())
+    {
         return false;
     }
     let mut provided: c_int = 0;
     if !initialized() {
         // SAFETY: MPI is not initialized.
         unsafe {
-            ffi::MPI_Init_thread(ptr::null_mut(), ptr::null_mut(), ffi::RSMPI_THREAD_MULTIPLE, &mut provided)
+            ffi::MPI_Init_thread(
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ffi::RSMPI_THREAD_MULTIPLE,
+                &mut provided,
+            )
         };
     }
     note_thread_level();

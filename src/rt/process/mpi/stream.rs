@@ -21,11 +21,15 @@
 //!
 //! Open MPI's blocking calls poll their progress engine without sleeping, which on a
 //! machine with fewer cores than processes takes the CPU from the very ranks being
-//! waited for. So by default a wait polls (`MPI_Improbe`/`MPI_Test`) with back-off: 64
-//! polls, then 64 polls each after `sched_yield`, then sleeps of 16 µs doubling up to
+//! waited for. So by default a wait for a message polls (`MPI_Improbe`) with back-off:
+//! 64 polls, then 64 polls each after `sched_yield`, then sleeps of 16 µs doubling up to
 //! `CFUTURES_MPI_WAIT_MAX_US` (default 1000 µs) between polls. An idle worker rank thus
 //! costs a poll a millisecond; a busy pipeline never sleeps long, since answers arrive
-//! within its first polls. `CFUTURES_MPI_WAIT=block` uses MPI's blocking calls instead
+//! within its first polls. A send waits for its completion (`MPI_Test`) yielding for
+//! 4096 polls (about a millisecond) before it sleeps so: it is small (eager, complete at
+//! once) or goes to a rank that is receiving it or will when its current task ends
+//! (`BUDGET` in `super`), and a sleeping sender would add its sleeps to every large
+//! transfer (M2 went from 0.6-0.9 to 1.5-1.7 GiB/s each way with this and `BUDGET`). `CFUTURES_MPI_WAIT=block` uses MPI's blocking calls instead
 //! and `=spin` never sleeps (yields only): for measuring (bench/README.md, M1/M2).
 
 use mpi::ffi;
@@ -93,14 +97,16 @@ impl Backoff {
         }
     }
 
-    pub(crate) fn pause(&mut self) {
+    /// After a poll that found nothing: spin (64 polls), then yield, then sleep with
+    /// back-off from the 129th poll, or from the 4097th when the awaited event is `soon`.
+    pub(crate) fn pause(&mut self, soon: bool) {
         self.polls += 1;
         if self.polls <= 64 {
             std::hint::spin_loop();
             return;
         }
         match wait_mode() {
-            WaitMode::Backoff { max_us } if self.polls > 128 => {
+            WaitMode::Backoff { max_us } if self.polls > if soon { 4096 } else { 128 } => {
                 std::thread::sleep(Duration::from_micros(self.sleep_us.min(max_us)));
                 self.sleep_us = (self.sleep_us * 2).min(max_us);
             }
@@ -123,14 +129,25 @@ fn byte() -> ffi::MPI_Datatype {
 }
 
 /// Looks once for the next message from `peer` with `tag`.
-pub(crate) fn probe(comm: Comm, peer: c_int, tag: c_int) -> io::Result<Option<(ffi::MPI_Message, usize)>> {
+pub(crate) fn probe(
+    comm: Comm,
+    peer: c_int,
+    tag: c_int,
+) -> io::Result<Option<(ffi::MPI_Message, usize)>> {
     let mut flag: c_int = 0;
     let mut msg = MaybeUninit::<ffi::MPI_Message>::uninit();
     let mut status = MaybeUninit::<ffi::MPI_Status>::uninit();
     super::call(|| {
         // SAFETY: out-parameters of the right types.
         check(unsafe {
-            ffi::MPI_Improbe(peer, tag, comm.0, &mut flag, msg.as_mut_ptr(), status.as_mut_ptr())
+            ffi::MPI_Improbe(
+                peer,
+                tag,
+                comm.0,
+                &mut flag,
+                msg.as_mut_ptr(),
+                status.as_mut_ptr(),
+            )
         })
     })?;
     if flag == 0 {
@@ -144,12 +161,18 @@ pub(crate) fn probe(comm: Comm, peer: c_int, tag: c_int) -> io::Result<Option<(f
 }
 
 /// Waits for the next message from `peer` with `tag` (see `Backoff`).
-pub(crate) fn probe_wait(comm: Comm, peer: c_int, tag: c_int) -> io::Result<(ffi::MPI_Message, usize)> {
+pub(crate) fn probe_wait(
+    comm: Comm,
+    peer: c_int,
+    tag: c_int,
+) -> io::Result<(ffi::MPI_Message, usize)> {
     if wait_mode() == WaitMode::Block && super::multiple() {
         let mut msg = MaybeUninit::<ffi::MPI_Message>::uninit();
         let mut status = MaybeUninit::<ffi::MPI_Status>::uninit();
         // SAFETY: out-parameters of the right types.
-        check(unsafe { ffi::MPI_Mprobe(peer, tag, comm.0, msg.as_mut_ptr(), status.as_mut_ptr()) })?;
+        check(unsafe {
+            ffi::MPI_Mprobe(peer, tag, comm.0, msg.as_mut_ptr(), status.as_mut_ptr())
+        })?;
         let mut count: c_int = 0;
         // SAFETY: filled by the successful probe.
         check(unsafe { ffi::MPI_Get_count(status.as_ptr(), byte(), &mut count) })?;
@@ -161,7 +184,7 @@ pub(crate) fn probe_wait(comm: Comm, peer: c_int, tag: c_int) -> io::Result<(ffi
         if let Some(found) = probe(comm, peer, tag)? {
             return Ok(found);
         }
-        b.pause();
+        b.pause(false);
     }
 }
 
@@ -173,7 +196,13 @@ pub(crate) unsafe fn mrecv(mut msg: ffi::MPI_Message, dst: *mut u8, len: usize) 
     super::call(|| {
         // SAFETY: by the caller's guarantee; the message is ours to receive, once.
         check(unsafe {
-            ffi::MPI_Mrecv(dst.cast::<c_void>(), len as c_int, byte(), &mut msg, ffi::RSMPI_STATUS_IGNORE)
+            ffi::MPI_Mrecv(
+                dst.cast::<c_void>(),
+                len as c_int,
+                byte(),
+                &mut msg,
+                ffi::RSMPI_STATUS_IGNORE,
+            )
         })
     })
 }
@@ -191,7 +220,15 @@ fn send_msg(
     super::call(|| {
         // SAFETY: `buf` stays borrowed (unchanged) until the request completes below.
         check(unsafe {
-            ffi::MPI_Isend(buf.as_ptr().cast(), buf.len() as c_int, byte(), peer, tag, comm.0, req.as_mut_ptr())
+            ffi::MPI_Isend(
+                buf.as_ptr().cast(),
+                buf.len() as c_int,
+                byte(),
+                peer,
+                tag,
+                comm.0,
+                req.as_mut_ptr(),
+            )
         })
     })?;
     // SAFETY: filled by the successful Isend.
@@ -208,7 +245,8 @@ fn send_msg(
         }
         if let Some((msg, len)) = probe(comm, peer, tag)? {
             let mut v = Vec::new();
-            v.try_reserve_exact(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+            v.try_reserve_exact(len)
+                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
             // SAFETY: `len` bytes of capacity.
             unsafe {
                 mrecv(msg, v.as_mut_ptr(), len)?;
@@ -218,7 +256,10 @@ fn send_msg(
             b = Backoff::new();
             continue;
         }
-        b.pause();
+        // The peer is receiving this message now, or will be when its task ends (a large
+        // frame goes to a rank with at most one task in flight, `BUDGET`): yield rather
+        // than sleep for a while, so that a transfer is not paced by our sleeps.
+        b.pause(true);
     }
 }
 
@@ -257,6 +298,16 @@ impl MpiStream {
             eof: Cell::new(false),
             eof_on_drop,
         }
+    }
+
+    /// Worker side, when its loop ended before the parent's EOF (a frame it could not
+    /// make sense of, such as a function that is not here): EOF to the parent, whose
+    /// proxy then fails the task with `CF_BROKEN` and stops using this rank.
+    pub(crate) fn end_early(&self) {
+        if self.eof.get() {
+            return;
+        }
+        let _ = send_msg(self.comm, self.peer, DATA, &[], |v| self.hold(v));
     }
 
     /// Worker side, after its loop ended: reads and drops what is left of the session up
@@ -357,7 +408,15 @@ impl Drop for MpiStream {
             let _ = super::call(|| {
                 // SAFETY: an empty buffer; the request is released right after.
                 check(unsafe {
-                    ffi::MPI_Isend(ptr::null(), 0, byte(), self.peer, DATA, self.comm.0, req.as_mut_ptr())
+                    ffi::MPI_Isend(
+                        ptr::null(),
+                        0,
+                        byte(),
+                        self.peer,
+                        DATA,
+                        self.comm.0,
+                        req.as_mut_ptr(),
+                    )
                 })?;
                 // SAFETY: filled by the successful Isend.
                 let mut req = unsafe { req.assume_init() };

@@ -102,7 +102,9 @@ fn dl_base(addr: usize) -> Option<(usize, Vec<u8>)> {
         Vec::new()
     } else {
         // SAFETY: a NUL-terminated string owned by the dynamic loader.
-        unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes().to_vec()
+        unsafe { CStr::from_ptr(info.dli_fname) }
+            .to_bytes()
+            .to_vec()
     };
     Some((info.dli_fbase as usize, name))
 }
