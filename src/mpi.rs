@@ -136,7 +136,7 @@ pub unsafe extern "C" fn cf_mpi_pool_new(
             return CF_INVALID_ARGUMENT;
         }
         if let Some((f, _)) = init
-            && !crate::rt::process::mpi::symbols::encode(f as usize).is_some()
+            && crate::rt::process::mpi::symbols::encode(f as usize).is_none()
         {
             return CF_INVALID_ARGUMENT;
         }

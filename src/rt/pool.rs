@@ -269,6 +269,7 @@ impl Pool {
         matches!(self.runner, Runner::Process(_))
     }
 
+    #[cfg(feature = "mpi")]
     /// Whether a task of function `f` may be submitted: an MPI executor takes only
     /// functions in loaded objects (see `ProcShared::accepts_fn`).
     pub(crate) fn accepts_fn(&self, f: usize) -> bool {

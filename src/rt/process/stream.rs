@@ -37,7 +37,7 @@ impl Stream for BorrowedFd<'_> {
     }
 
     fn recv_keeping_fds(self, buf: &mut [u8], on_fd: &mut dyn FnMut(OwnedFd)) -> io::Result<usize> {
-        recv_with_fds(self, buf, |f| on_fd(f))
+        recv_with_fds(self, buf, on_fd)
     }
 }
 

@@ -216,10 +216,10 @@ mod tests {
     /// object.
     #[test]
     fn codes_round_trip() {
-        let f = probe as usize;
+        let f = probe as *const () as usize;
         let code = encode(f).expect("in the test binary");
         assert_eq!(decode(code), Some(f));
-        let g = libc::getpid as usize;
+        let g = libc::getpid as *const () as usize;
         assert_eq!(decode(encode(g).expect("in libc")), Some(g));
         let heap = Box::new(5u64);
         assert_eq!(encode(&*heap as *const u64 as usize), None);
