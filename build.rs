@@ -21,6 +21,8 @@ fn main() {
 
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-changed=cbindgen_mpi.toml");
+    println!("cargo:rerun-if-env-changed=CFUTURES_MPI_HEADER_OUT");
     println!("cargo:rerun-if-env-changed=CFUTURES_UPDATE_HEADER");
     println!("cargo:rerun-if-env-changed=CFUTURES_HEADER_OUT");
 
@@ -47,6 +49,33 @@ fn main() {
         bindings.write_to_file(crate_dir.join("include").join("cfutures.h"));
     }
     if let Ok(path) = env::var("CFUTURES_HEADER_OUT") {
+        if !path.is_empty() {
+            let path = PathBuf::from(path);
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).ok();
+            }
+            bindings.write_to_file(path);
+        }
+    }
+    mpi_header(&crate_dir);
+}
+
+/// `include/cfutures_mpi.h` from `src/mpi.rs` alone (with or without the `mpi` feature:
+/// parsing needs no MPI), written as `cfutures.h` is: to `$OUT_DIR`, to `include/` with
+/// `CFUTURES_UPDATE_HEADER=1`, and to `CFUTURES_MPI_HEADER_OUT` when set.
+fn mpi_header(crate_dir: &std::path::Path) {
+    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen_mpi.toml"))
+        .expect("cbindgen_mpi.toml is readable");
+    let bindings = cbindgen::Builder::new()
+        .with_src(crate_dir.join("src").join("mpi.rs"))
+        .with_config(config)
+        .generate()
+        .unwrap_or_else(|e| panic!("cbindgen could not generate cfutures_mpi.h: {e}"));
+    bindings.write_to_file(PathBuf::from(env::var("OUT_DIR").unwrap()).join("cfutures_mpi.h"));
+    if env::var("CFUTURES_UPDATE_HEADER").as_deref() == Ok("1") {
+        bindings.write_to_file(crate_dir.join("include").join("cfutures_mpi.h"));
+    }
+    if let Ok(path) = env::var("CFUTURES_MPI_HEADER_OUT") {
         if !path.is_empty() {
             let path = PathBuf::from(path);
             if let Some(dir) = path.parent() {

@@ -17,3 +17,7 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >&2 \
         || echo "[bench] apt-get install failed for some of: ${need[*]}" >&2
 fi
+# mpi4py (the anchor of bench/mpi.sh), built by pip against the installed Open MPI.
+if command -v mpicc >/dev/null 2>&1 && ! python3 -c "import mpi4py" 2>/dev/null; then
+    python3 -m pip install -q mpi4py >&2 || echo "[bench] pip install mpi4py failed" >&2
+fi

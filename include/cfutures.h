@@ -624,7 +624,8 @@ cf_status cf_executor_shutdown(struct cf_executor *ex, bool wait, bool cancel_fu
  * `cf_executor_kill_workers` for a certain end.
  *
  * Returns `CF_OK`, also when called again (it then does nothing more);
- * `CF_INVALID_ARGUMENT` for NULL or a thread pool; `CF_BROKEN` in a child forked after
+ * `CF_INVALID_ARGUMENT` for NULL, a thread pool or an MPI executor (its ranks are not
+ * this process's children); `CF_BROKEN` in a child forked after
  * the executor was made (the workers are the parent's: nothing is signalled);
  * `CF_INVALID_STATE` when called from one of this executor's own threads (a done
  * callback run by it): everything above happens except the wait.
@@ -638,7 +639,8 @@ cf_status cf_executor_terminate_workers(struct cf_executor *ex);
  * the tasks that were running finish with `CF_BROKEN` and a message naming `SIGKILL`.
  *
  * Returns `CF_OK` (also when called again, or after `cf_executor_terminate_workers`:
- * nothing more is done); `CF_INVALID_ARGUMENT` for NULL or a thread pool; `CF_BROKEN`
+ * nothing more is done); `CF_INVALID_ARGUMENT` for NULL, a thread pool or an MPI
+ * executor; `CF_BROKEN`
  * in a child forked after the executor was made; `CF_INVALID_STATE` from one of this
  * executor's own threads (no wait).
  */

@@ -17,6 +17,13 @@ ensure_build_tools() {
     command -v c++ >/dev/null 2>&1 || pkgs+=(g++)
     command -v pkg-config >/dev/null 2>&1 || pkgs+=(pkg-config)
     command -v nm >/dev/null 2>&1 || pkgs+=(binutils)
+    # The MPI executors (CFUTURES_MPI=ON, as .ci/run sets): Open MPI, and libclang for
+    # the `mpi` crate's bindings.
+    if [ "${CFUTURES_MPI:-AUTO}" = ON ]; then
+        command -v mpicc >/dev/null 2>&1 || pkgs+=(libopenmpi-dev)
+        command -v mpirun >/dev/null 2>&1 || pkgs+=(openmpi-bin)
+        ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || pkgs+=(libclang-dev)
+    fi
     if [ "${#pkgs[@]}" -eq 0 ]; then
         return 0
     fi
@@ -32,8 +39,8 @@ ensure_build_tools() {
 # Configures and builds the CMake project (the Rust library through cargo, the C tests,
 # the examples) in $BUILD_DIR.
 configure_and_build() {
-    echo "==> cmake -S . -B $BUILD_DIR -DCMAKE_BUILD_TYPE=Release"
-    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
+    echo "==> cmake -S . -B $BUILD_DIR -DCMAKE_BUILD_TYPE=Release -DCFUTURES_MPI=${CFUTURES_MPI:-AUTO}"
+    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCFUTURES_MPI="${CFUTURES_MPI:-AUTO}"
     echo "==> cmake --build $BUILD_DIR -j$(nproc)"
     cmake --build "$BUILD_DIR" -j"$(nproc)"
 }

@@ -17,6 +17,12 @@ ctest --test-dir "$BUILD_DIR" --output-on-failure -j2
 # Same target directory and environment as the CMake build, so cargo reuses its
 # dependencies and does not re-run build.rs for a changed environment.
 echo "==> cargo test --release"
+# With the features the CMake build used (the `mpi` one when CFUTURES_MPI is on).
+features=()
+if grep -q '^CFUTURES_MPI_ENABLED:INTERNAL=ON' "$BUILD_DIR/CMakeCache.txt"; then
+    features=(--features mpi)
+fi
 CARGO_TARGET_DIR="$CFUTURES_ROOT/$BUILD_DIR/cargo" \
 CFUTURES_HEADER_OUT="$CFUTURES_ROOT/$BUILD_DIR/generated/cfutures.h" \
-    cargo test --release
+CFUTURES_MPI_HEADER_OUT="$CFUTURES_ROOT/$BUILD_DIR/generated/cfutures_mpi.h" \
+    cargo test --release "${features[@]}"

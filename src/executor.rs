@@ -222,7 +222,7 @@ pub unsafe extern "C" fn cf_process_pool_new(
 }
 
 impl cf_executor {
-    fn new(pool: std::sync::Arc<Pool>) -> cf_executor {
+    pub(crate) fn new(pool: std::sync::Arc<Pool>) -> cf_executor {
         cf_executor {
             pool,
             fork_reason: std::sync::OnceLock::new(),
@@ -232,7 +232,7 @@ impl cf_executor {
 
 /// Hands a new executor to C through `out` (checked non-NULL); `CF_NO_MEMORY` (after
 /// shutting the executor down again) when its box cannot be made.
-fn put_executor(ex: cf_executor, out: *mut *mut cf_executor) -> cf_status {
+pub(crate) fn put_executor(ex: cf_executor, out: *mut *mut cf_executor) -> cf_status {
     match try_box_into_raw(ex) {
         Ok(p) => {
             // SAFETY: `out` is non-NULL and writable (contract).
@@ -262,6 +262,26 @@ unsafe fn executor_ref<'a>(ex: *const cf_executor) -> Option<&'a cf_executor> {
 pub(crate) unsafe fn executor_pool<'a>(ex: *const cf_executor) -> Option<&'a std::sync::Arc<Pool>> {
     // SAFETY: by the caller's guarantee.
     unsafe { executor_ref(ex) }.map(|e| &e.pool)
+}
+
+/// Whether a task of function `f` may go to `ex`: on an MPI executor, `f` must be in a
+/// loaded object (`cfutures_mpi.h`); anything else takes any function. A NULL `ex` passes
+/// (the caller reports it). Costs nothing in a build without the `mpi` feature.
+///
+/// # Safety
+/// `ex` is NULL or a live executor handle.
+#[inline(always)]
+pub(crate) unsafe fn fn_reaches(ex: *const cf_executor, f: usize) -> bool {
+    #[cfg(feature = "mpi")]
+    {
+        // SAFETY: by the caller's guarantee.
+        unsafe { executor_ref(ex) }.is_none_or(|e| e.pool.accepts_fn(f))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = (ex, f);
+        true
+    }
 }
 
 /// Submits the internal task; writes the future on success.
@@ -300,6 +320,8 @@ pub unsafe extern "C" fn cf_submit(
         try_nonnull!(out);
         let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
         // SAFETY: `ex` is NULL or a live executor.
+        if !unsafe { crate::executor::fn_reaches(ex, f as usize) } { return CF_INVALID_ARGUMENT; }
+        // SAFETY: `ex` is NULL or a live executor.
         let Some(ex) = (unsafe { executor_ref(ex) }) else { return CF_INVALID_ARGUMENT };
         submit_task(ex, Task::Call(f, arg), out)
     }
@@ -325,6 +347,8 @@ pub unsafe extern "C" fn cf_submit_bytes(
     ffi_boundary! {
         try_nonnull!(out);
         let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
+        // SAFETY: `ex` is NULL or a live executor.
+        if !unsafe { crate::executor::fn_reaches(ex, f as usize) } { return CF_INVALID_ARGUMENT; }
         // SAFETY: `ex` is NULL or a live executor.
         let Some(ex) = (unsafe { executor_ref(ex) }) else { return CF_INVALID_ARGUMENT };
         let input = try_status!(unsafe { copy_bytes(r#in, in_len) });
@@ -376,7 +400,8 @@ pub unsafe extern "C" fn cf_executor_shutdown(
 /// `cf_executor_kill_workers` for a certain end.
 ///
 /// Returns `CF_OK`, also when called again (it then does nothing more);
-/// `CF_INVALID_ARGUMENT` for NULL or a thread pool; `CF_BROKEN` in a child forked after
+/// `CF_INVALID_ARGUMENT` for NULL, a thread pool or an MPI executor (its ranks are not
+/// this process's children); `CF_BROKEN` in a child forked after
 /// the executor was made (the workers are the parent's: nothing is signalled);
 /// `CF_INVALID_STATE` when called from one of this executor's own threads (a done
 /// callback run by it): everything above happens except the wait.
@@ -395,7 +420,8 @@ pub unsafe extern "C" fn cf_executor_terminate_workers(ex: *mut cf_executor) -> 
 /// the tasks that were running finish with `CF_BROKEN` and a message naming `SIGKILL`.
 ///
 /// Returns `CF_OK` (also when called again, or after `cf_executor_terminate_workers`:
-/// nothing more is done); `CF_INVALID_ARGUMENT` for NULL or a thread pool; `CF_BROKEN`
+/// nothing more is done); `CF_INVALID_ARGUMENT` for NULL, a thread pool or an MPI
+/// executor; `CF_BROKEN`
 /// in a child forked after the executor was made; `CF_INVALID_STATE` from one of this
 /// executor's own threads (no wait).
 #[unsafe(no_mangle)]

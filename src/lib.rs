@@ -21,6 +21,8 @@ mod rt;
 pub mod executor;
 pub mod future;
 pub mod map;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod status;
 pub mod task;
 pub mod then;

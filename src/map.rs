@@ -98,6 +98,8 @@ pub unsafe extern "C" fn cf_map_new(
     ffi_boundary! {
         try_nonnull!(out);
         let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
+        // SAFETY: `ex` is NULL or a live executor.
+        if !unsafe { crate::executor::fn_reaches(ex, f as usize) } { return CF_INVALID_ARGUMENT; }
         if n > 0 && args.is_null() {
             return CF_INVALID_ARGUMENT;
         }
@@ -139,6 +141,8 @@ pub unsafe extern "C" fn cf_map_bytes_new(
     ffi_boundary! {
         try_nonnull!(out);
         let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
+        // SAFETY: `ex` is NULL or a live executor.
+        if !unsafe { crate::executor::fn_reaches(ex, f as usize) } { return CF_INVALID_ARGUMENT; }
         if n > 0 && inputs.is_null() {
             return CF_INVALID_ARGUMENT;
         }
@@ -260,6 +264,8 @@ pub unsafe extern "C" fn cf_map_lazy_new(
     ffi_boundary! {
         try_nonnull!(out);
         let (Some(f), Some(next)) = (r#fn, next) else { return CF_INVALID_ARGUMENT };
+        // SAFETY: `ex` is NULL or a live executor.
+        if !unsafe { crate::executor::fn_reaches(ex, f as usize) } { return CF_INVALID_ARGUMENT; }
         start_lazy(ex, Source::Calls(f, next), state, chunksize, buffersize, timeout, out)
     }
 }
@@ -288,6 +294,8 @@ pub unsafe extern "C" fn cf_map_bytes_lazy_new(
     ffi_boundary! {
         try_nonnull!(out);
         let (Some(f), Some(next)) = (r#fn, next) else { return CF_INVALID_ARGUMENT };
+        // SAFETY: `ex` is NULL or a live executor.
+        if !unsafe { crate::executor::fn_reaches(ex, f as usize) } { return CF_INVALID_ARGUMENT; }
         start_lazy(ex, Source::Bytes(f, next), state, chunksize, buffersize, timeout, out)
     }
 }

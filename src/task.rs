@@ -145,6 +145,8 @@ pub unsafe extern "C" fn cf_submit_task(
         let Some(task) = (unsafe { task.as_ref() }) else { return CF_INVALID_ARGUMENT };
         let Some(f) = task.r#fn else { return CF_INVALID_ARGUMENT };
         // SAFETY: `ex` is NULL or a live executor.
+        if !unsafe { crate::executor::fn_reaches(ex, f as usize) } { return CF_INVALID_ARGUMENT; }
+        // SAFETY: `ex` is NULL or a live executor.
         let Some(pool) = (unsafe { executor_pool(ex) }) else { return CF_INVALID_ARGUMENT };
         let deadline = try_status!(task_deadline(task.timeout));
         if deadline.is_none() && task.arg_free.is_none() && task.result_free.is_none() {
@@ -190,6 +192,8 @@ pub unsafe extern "C" fn cf_submit_bytes_task(
     ffi_boundary! {
         try_nonnull!(out);
         let Some(f) = r#fn else { return CF_INVALID_ARGUMENT };
+        // SAFETY: `ex` is NULL or a live executor.
+        if !unsafe { crate::executor::fn_reaches(ex, f as usize) } { return CF_INVALID_ARGUMENT; }
         // SAFETY: `ex` is NULL or a live executor.
         let Some(pool) = (unsafe { executor_pool(ex) }) else { return CF_INVALID_ARGUMENT };
         let deadline = try_status!(task_deadline(timeout));

@@ -234,8 +234,9 @@ impl Pool {
         let id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let prefix = config.name_prefix.unwrap_or_else(|| format!("cfpool{id}"));
+        // A running task on an MPI executor expires as on a thread pool (see `timer`).
         let timer = Timer::new(
-            matches!(runner, Runner::Process(_)),
+            matches!(&runner, Runner::Process(p) if !p.is_mpi()),
             format!("{prefix}_timer"),
         );
         Arc::new(Pool {
@@ -269,6 +270,16 @@ impl Pool {
     /// Whether tasks run in worker processes (`cf_process_pool_new`).
     pub(crate) fn is_process(&self) -> bool {
         matches!(self.runner, Runner::Process(_))
+    }
+
+    #[cfg(feature = "mpi")]
+    /// Whether a task of function `f` may be submitted: an MPI executor takes only
+    /// functions in loaded objects (see `ProcShared::accepts_fn`).
+    pub(crate) fn accepts_fn(&self, f: usize) -> bool {
+        match &self.runner {
+            Runner::Process(p) => p.accepts_fn(f),
+            Runner::Local => true,
+        }
     }
 
     /// Live workers (none in a process forked after the pool was made).
@@ -683,6 +694,10 @@ impl Pool {
         let Runner::Process(shared) = &self.runner else {
             return crate::status::CF_INVALID_ARGUMENT;
         };
+        if shared.is_mpi() {
+            // MPI ranks are not this process's children (MPI.md).
+            return crate::status::CF_INVALID_ARGUMENT;
+        }
         if shared.is_stopped() {
             return CF_OK;
         }

@@ -5,7 +5,7 @@
 //! socket-like link. The system calls are `rustix`'s; the `unsafe` left is about memory
 //! (reading into a caller's uninitialised buffer).
 
-use super::wire::HEADER;
+use super::{stream::Stream, wire::HEADER};
 use crate::rt::sync::{Mutex, lock};
 use rustix::{
     fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
@@ -158,8 +158,13 @@ fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
     }
 }
 
+/// Sends all of `parts` in order on a channel (a socket: one `sendmsg` gather).
+pub(super) fn send_all(fd: impl Stream, parts: &[&[u8]]) -> io::Result<()> {
+    fd.send_parts(parts)
+}
+
 /// Sends all of `parts` with `sendmsg` (no SIGPIPE), looping over partial writes.
-pub(super) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<()> {
+pub(super) fn sock_send_all(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<()> {
     let mut iov: Vec<IoSlice<'_>> = parts
         .iter()
         .filter(|p| !p.is_empty())
@@ -180,8 +185,14 @@ pub(super) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends `buf` whole; on an error, also says how many bytes went out before it.
-pub(super) fn send_counted(fd: BorrowedFd<'_>, buf: &[u8]) -> (usize, io::Result<()>) {
+/// Sends `buf` whole on a channel; on an error, also says how many bytes went out before
+/// it.
+pub(super) fn send_counted(fd: impl Stream, buf: &[u8]) -> (usize, io::Result<()>) {
+    fd.send_counted(buf)
+}
+
+/// `send_counted` on a socket.
+pub(super) fn sock_send_counted(fd: BorrowedFd<'_>, buf: &[u8]) -> (usize, io::Result<()>) {
     let mut sent = 0;
     while sent < buf.len() {
         match retry(|| rustix::net::send(fd, &buf[sent..], SendFlags::NOSIGNAL)) {
@@ -192,11 +203,16 @@ pub(super) fn send_counted(fd: BorrowedFd<'_>, buf: &[u8]) -> (usize, io::Result
     (sent, Ok(()))
 }
 
+/// One `read` on a socket into `dst`; 0 is EOF.
+pub(super) fn sock_read(fd: BorrowedFd<'_>, dst: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    retry(|| rustix::io::read(fd, &mut *dst).map(|(f, _)| f.len()))
+}
+
 /// Reads exactly `dst.len()` bytes into `dst`. `Ok(false)` on EOF before the first byte.
-fn read_exact_uninit(fd: BorrowedFd<'_>, dst: &mut [MaybeUninit<u8>]) -> io::Result<bool> {
+fn read_exact_uninit(fd: impl Stream, dst: &mut [MaybeUninit<u8>]) -> io::Result<bool> {
     let mut got = 0;
     while got < dst.len() {
-        let filled = retry(|| rustix::io::read(fd, &mut dst[got..]).map(|(f, _)| f.len()))?;
+        let filled = fd.read_some(&mut dst[got..])?;
         if filled == 0 {
             if got == 0 {
                 return Ok(false);
@@ -239,7 +255,7 @@ pub(super) fn send_with_fd(
     fd: BorrowedFd<'_>,
 ) -> io::Result<()> {
     let n = sendmsg_fd(sock, bytes, Some(fd))?;
-    send_all(sock, &[&bytes[n..]])
+    sock_send_all(sock, &[&bytes[n..]])
 }
 
 /// One `recvmsg` into `buf` (retried on EINTR), taking descriptors close-on-exec: each
@@ -300,10 +316,14 @@ impl RecvBuf {
     }
 
     /// One read into our own buffer: `read`, or `recvmsg` keeping any descriptors.
-    fn fill(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+    fn fill(&mut self, fd: impl Stream) -> io::Result<usize> {
         match self.fds.as_mut() {
-            None => retry(|| rustix::io::read(fd, &mut self.buf[..])),
-            Some(fds) => recv_with_fds(fd, &mut self.buf, |f| fds.push_back(f)),
+            // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have one layout, and the read only
+            // writes initialised bytes into it.
+            None => fd.read_some(unsafe {
+                &mut *(&mut self.buf[..] as *mut [u8] as *mut [MaybeUninit<u8>])
+            }),
+            Some(fds) => fd.recv_keeping_fds(&mut self.buf, &mut |f| fds.push_back(f)),
         }
     }
 
@@ -311,7 +331,7 @@ impl RecvBuf {
     /// byte.
     pub(super) fn read_exact_uninit(
         &mut self,
-        fd: BorrowedFd<'_>,
+        fd: impl Stream,
         dst: &mut [MaybeUninit<u8>],
     ) -> io::Result<bool> {
         let len = dst.len();
@@ -349,7 +369,7 @@ impl RecvBuf {
 
     /// Reads exactly `dst.len()` bytes into `dst`. `Ok(false)` on EOF before the first
     /// byte.
-    pub(super) fn read_exact(&mut self, fd: BorrowedFd<'_>, dst: &mut [u8]) -> io::Result<bool> {
+    pub(super) fn read_exact(&mut self, fd: impl Stream, dst: &mut [u8]) -> io::Result<bool> {
         // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have one layout, and the read only
         // writes initialised bytes into it.
         let dst = unsafe { &mut *(dst as *mut [u8] as *mut [MaybeUninit<u8>]) };
@@ -367,7 +387,7 @@ impl RecvBuf {
 }
 
 /// Reads `len` bytes into a new vector.
-pub(super) fn read_vec(fd: BorrowedFd<'_>, rb: &mut RecvBuf, len: usize) -> io::Result<Vec<u8>> {
+pub(super) fn read_vec(fd: impl Stream, rb: &mut RecvBuf, len: usize) -> io::Result<Vec<u8>> {
     let mut v: Vec<u8> = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;

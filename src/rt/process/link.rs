@@ -9,6 +9,7 @@ use super::{
     arena::{Arena, SHM_MIN, SLOT_ALIGN, Slot},
     deadline::{WATCH_SIZE, Watch, deadline_of, mono_deadline},
     io::{Fd, RecvBuf, send_all, send_buffer_size, send_with_fd},
+    stream::Channel,
     wire::{
         HEADER, arena_frame, deadline_frame, frame_len, send_task, shm_task_frame, watch_frame,
     },
@@ -19,7 +20,8 @@ use std::{collections::VecDeque, io, ptr};
 
 /// One worker as its proxy thread sees it.
 pub(crate) struct Link {
-    pub(super) fd: Fd,
+    /// The channel (a socket, or an MPI rank's messages).
+    pub(super) fd: Channel,
     /// The worker's id for messages and for its transport (a process id).
     pub(super) id: i32,
     /// Tasks sent to it so far (for `max_tasks_per_child`).
@@ -60,6 +62,12 @@ impl Link {
     /// The parent's end `fd` of a new worker's channel; `id` names the worker.
     pub(super) fn new(fd: Fd, id: i32) -> Link {
         let budget = send_budget(send_buffer_size(fd.as_fd()));
+        Link::over(Channel::Sock(fd), id, budget)
+    }
+
+    /// A link over any channel, with `budget` bytes of task frames allowed in flight
+    /// (see `may_send`).
+    pub(super) fn over(fd: Channel, id: i32, budget: usize) -> Link {
         Link {
             fd,
             id,
@@ -109,14 +117,21 @@ impl Link {
     /// A task with a deadline goes out after a `K_DEADLINE` frame (the caller made this
     /// worker's `watch` first, see `deadline`).
     pub(super) fn send(&mut self, task: &Task, idle: bool) -> io::Result<Sent> {
-        let pre = deadline_of(task).map(|at| deadline_frame(mono_deadline(at)));
+        // Deadline frames go only to a worker on this host, forked (a socket): it shares
+        // our monotonic clock and can map the watch. An MPI rank's task with a deadline
+        // expires in the parent as on a thread pool (the timer never asks to kill it).
+        let pre = if self.watches() {
+            deadline_of(task).map(|at| deadline_frame(mono_deadline(at)))
+        } else {
+            None
+        };
         let pre: &[u8] = pre.as_ref().map_or(&[], |p| &p[..]);
         let Task::Bytes(f, input) = task.wire() else {
             return self.send_inline(task, pre);
         };
-        if input.len() < SHM_MIN {
-            return self.send_inline(task, pre);
-        }
+        let Some(sock) = self.fd.socket().filter(|_| input.len() >= SHM_MIN) else {
+            return self.send_inline(task, pre); // small, or no socket to pass a memfd on
+        };
         let need = input.len().next_multiple_of(SLOT_ALIGN);
         if self.arena.as_ref().is_none_or(|a| need > a.map.len) {
             if !idle {
@@ -125,7 +140,7 @@ impl Link {
             self.arena = None; // the worker drops its mapping of it at the next K_ARENA
             if let Some(size) = Arena::size_for(need) {
                 if let Ok((arena, memfd)) = Arena::create(size) {
-                    send_with_fd(self.fd.as_fd(), &arena_frame(size), memfd.as_fd())?;
+                    send_with_fd(sock, &arena_frame(size), memfd.as_fd())?;
                     self.arena = Some(arena);
                 }
             }
@@ -171,13 +186,26 @@ impl Link {
         Ok(Sent::Yes(None))
     }
 
+    /// Whether this worker takes deadline frames and a watch (`deadline`): a forked
+    /// worker on this host, reached through a socket.
+    pub(super) fn watches(&self) -> bool {
+        self.fd.socket().is_some()
+    }
+
     /// This worker's watch (`deadline`), made and sent to it (`K_WATCH`) the first time.
+    /// Only for a worker that `watches`.
     pub(super) fn watch(&mut self) -> io::Result<Arc<Watch>> {
         if let Some(w) = &self.watch {
             return Ok(Arc::clone(w));
         }
+        let Some(sock) = self.fd.socket() else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a worker reached without a socket takes no watch",
+            ));
+        };
         let (watch, memfd) = Watch::create(self.id)?;
-        send_with_fd(self.fd.as_fd(), &watch_frame(WATCH_SIZE), memfd.as_fd())?;
+        send_with_fd(sock, &watch_frame(WATCH_SIZE), memfd.as_fd())?;
         self.watch = Some(Arc::clone(&watch));
         Ok(watch)
     }

@@ -87,8 +87,11 @@ mod arena;
 mod deadline;
 pub(crate) mod io;
 mod link;
+#[cfg(feature = "mpi")]
+pub(crate) mod mpi;
 mod proxy;
 mod server;
+mod stream;
 mod wire;
 mod worker;
 
@@ -110,7 +113,7 @@ use std::{ffi::c_void, io as stdio};
 /// The parent's handle on a process pool: its fork server and its settings. The pool
 /// (`pool::Runner::Process`) calls it from `submit` and from each proxy thread.
 pub(crate) struct ProcShared {
-    server: ForkServer,
+    server: Workers,
     max_tasks_per_child: usize,
     has_initializer: bool,
     /// The tasks with a deadline that are in workers now (`deadline`).
@@ -127,7 +130,7 @@ impl ProcShared {
     ) -> stdio::Result<ProcShared> {
         let init = init.map(|(f, a)| (f, a as usize));
         Ok(ProcShared {
-            server: ForkServer::start(init)?,
+            server: Workers::Fork(ForkServer::start(init)?),
             max_tasks_per_child,
             has_initializer: init.is_some(),
             registry: Registry::new(),
@@ -135,9 +138,50 @@ impl ProcShared {
         })
     }
 
+    /// An MPI executor's: its worker ranks (`mpi::MpiTransport`).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn mpi(t: mpi::MpiTransport, has_initializer: bool) -> ProcShared {
+        ProcShared {
+            server: Workers::Mpi(t),
+            max_tasks_per_child: 0,
+            has_initializer,
+            registry: Registry::new(),
+            stopped: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether the workers are MPI ranks (not forked from this process).
+    #[inline]
+    pub(crate) fn is_mpi(&self) -> bool {
+        match self.server {
+            Workers::Fork(_) => false,
+            #[cfg(feature = "mpi")]
+            Workers::Mpi(_) => true,
+        }
+    }
+
+    /// Whether a task's function `f` can reach the workers: on MPI, only a function in
+    /// a loaded object (`mpi::symbols`); any function reaches a forked worker.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn accepts_fn(&self, f: usize) -> bool {
+        !self.is_mpi() || mpi::symbols::encode(f).is_some()
+    }
+
+    #[cfg_attr(
+        not(feature = "mpi"),
+        allow(
+            clippy::infallible_destructuring_match,
+            reason = "one variant without MPI"
+        )
+    )]
     fn proxy(&self) -> Proxy<'_> {
+        let transport: &dyn Transport = match &self.server {
+            Workers::Fork(s) => s,
+            #[cfg(feature = "mpi")]
+            Workers::Mpi(t) => t,
+        };
         Proxy {
-            transport: &self.server,
+            transport,
             max_tasks_per_child: self.max_tasks_per_child,
             has_initializer: self.has_initializer,
             registry: &self.registry,
@@ -148,7 +192,7 @@ impl ProcShared {
     /// Starts a worker process (called from `submit` for a new proxy thread, which then
     /// `adopt_worker`s it).
     pub(crate) fn spawn_worker(&self, name: &str) -> stdio::Result<Link> {
-        self.server.start(name)
+        self.proxy().transport.start(name)
     }
 
     /// On the proxy thread: takes charge of a new worker and waits for its initializer.
@@ -166,6 +210,9 @@ impl ProcShared {
         more: &mut dyn FnMut() -> Option<CoreRef>,
         last: &mut dyn FnMut() -> Option<CoreRef>,
     ) {
+        // An MPI pool's proxies send functions as (object, offset) codes.
+        #[cfg(feature = "mpi")]
+        let _codes = self.is_mpi().then(mpi::symbols::Scope::enter);
         self.proxy().drive(pool, first, more, last);
     }
 
@@ -202,7 +249,12 @@ impl ProcShared {
         {
             return false;
         }
-        self.server.signal_all(signal);
+        match &self.server {
+            Workers::Fork(s) => s.signal_all(signal),
+            // Refused before (`Pool::stop_workers`): ranks are not our children.
+            #[cfg(feature = "mpi")]
+            Workers::Mpi(_) => return false,
+        }
         true
     }
 
@@ -213,6 +265,19 @@ impl ProcShared {
 
     /// Closes the control socket and reaps the server (which reaps any worker left).
     pub(crate) fn close_server(&self) {
-        self.server.close();
+        match &self.server {
+            Workers::Fork(s) => s.close(),
+            #[cfg(feature = "mpi")]
+            Workers::Mpi(t) => t.close(),
+        }
     }
+}
+
+/// Where a process pool's workers come from.
+enum Workers {
+    /// Forked by the pool's fork server.
+    Fork(ForkServer),
+    /// The ranks of an MPI job.
+    #[cfg(feature = "mpi")]
+    Mpi(mpi::MpiTransport),
 }

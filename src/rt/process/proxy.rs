@@ -20,7 +20,6 @@ use crate::rt::{
     task::{Failure, Outcome, Task},
 };
 use crate::status::{CF_BROKEN, CF_DEADLINE, CF_NO_MEMORY};
-use rustix::fd::AsFd;
 use std::{cell::RefCell, collections::VecDeque, ffi::CString, io};
 
 /// Most tasks a proxy keeps in flight in its worker.
@@ -225,7 +224,7 @@ impl Proxy<'_> {
                     break;
                 }
                 let before = batch.len();
-                let with_deadline = deadline_of(&task).is_some();
+                let with_deadline = worker.watches() && deadline_of(&task).is_some();
                 if !with_deadline && encode_small(&task, &mut batch) {
                     // The batch's frames count as in flight (`may_send`); an idle worker
                     // takes a first frame of any size.

@@ -227,7 +227,7 @@ fn worker_process(link: OwnedFd, server: Pid, init: Option<(InitFn, usize)>, nam
     if let Ok(name) = CStr::from_bytes_until_nul(name) {
         let _ = rustix::thread::set_name(name);
     }
-    worker::run(link, init);
+    worker::run(link.as_fd(), init);
     exit_now(0)
 }
 

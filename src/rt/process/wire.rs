@@ -11,19 +11,42 @@ use super::{
     arena::{Mapping, SHM_MIN, Slot},
     deadline::WATCH_SIZE,
     io::{RecvBuf, read_vec, send_all},
+    stream::Stream,
 };
 use crate::rt::{
     context::UserError,
     task::{BytesFn, Failure, MallocBuf, NO_MEMORY_MESSAGE, Outcome, Task, TaskFn, Values},
 };
 use crate::status::CF_BROKEN;
-use rustix::fd::{BorrowedFd, OwnedFd};
+use rustix::fd::OwnedFd;
 use std::{
     ffi::{CString, c_int, c_void},
     io,
     mem::{self, MaybeUninit},
     ptr,
 };
+
+/// A function pointer as it goes out: its address, or, on a proxy thread of an MPI pool,
+/// its (object, offset) code (`mpi::symbols`), valid in a process not forked from this one.
+#[inline]
+fn fn_out(f: usize) -> u64 {
+    #[cfg(feature = "mpi")]
+    if let Some(code) = super::mpi::symbols::encode_here(f) {
+        return code;
+    }
+    f as u64
+}
+
+/// A function pointer as it comes in: `fn_out`'s inverse; `None` for a code that names
+/// no function here (a malformed frame).
+#[inline]
+fn fn_in(x: u64) -> Option<usize> {
+    #[cfg(feature = "mpi")]
+    if let Some(f) = super::mpi::symbols::decode_here(x) {
+        return f;
+    }
+    Some(x as usize)
+}
 
 /// A frame header: kind (u32), 4 bytes unused, payload length (u64).
 pub(crate) const HEADER: usize = 16;
@@ -74,10 +97,7 @@ pub(super) fn header(kind: u32, len: usize) -> [u8; HEADER] {
 }
 
 /// Reads a frame header: `None` on a clean EOF.
-pub(super) fn read_header(
-    fd: BorrowedFd<'_>,
-    rb: &mut RecvBuf,
-) -> io::Result<Option<(u32, usize)>> {
+pub(super) fn read_header(fd: impl Stream, rb: &mut RecvBuf) -> io::Result<Option<(u32, usize)>> {
     let mut h = [0u8; HEADER];
     if !rb.read_exact(fd, &mut h)? {
         return Ok(None);
@@ -220,7 +240,7 @@ fn result_buf(n: usize, reuse: Option<&mut MallocBuf>) -> io::Result<MallocBuf> 
 
 /// Reads `n` bytes straight into a `result_buf`. None for `n` = 0.
 fn read_malloc(
-    fd: BorrowedFd<'_>,
+    fd: impl Stream,
     rb: &mut RecvBuf,
     n: usize,
     reuse: Option<&mut MallocBuf>,
@@ -300,13 +320,13 @@ pub(super) fn encode_small(task: &Task, m: &mut Vec<u8>) -> bool {
     match task.wire() {
         Task::Call(f, arg) => {
             m.extend_from_slice(&header(K_CALL, 16));
-            put_u64(m, *f as usize as u64);
+            put_u64(m, fn_out(*f as usize));
             put_u64(m, *arg as usize as u64);
             true
         }
         Task::Bytes(f, input) if input.len() < SHM_MIN => {
             m.extend_from_slice(&header(K_BYTES, 8 + input.len()));
-            put_u64(m, *f as usize as u64);
+            put_u64(m, fn_out(*f as usize));
             m.extend_from_slice(input);
             true
         }
@@ -329,17 +349,17 @@ pub(super) fn frame_len(task: &Task) -> usize {
 
 /// Sends a task to a worker (parent side). Large byte inputs go out straight from their
 /// buffers; calls and small byte inputs as `encode_small` frames them.
-pub(super) fn send_task(fd: BorrowedFd<'_>, task: &Task) -> io::Result<()> {
+pub(super) fn send_task(fd: impl Stream, task: &Task) -> io::Result<()> {
     match task.wire() {
         Task::Bytes(f, input) if input.len() >= SHM_MIN => {
             let mut m = Vec::with_capacity(HEADER + 8);
             m.extend_from_slice(&header(K_BYTES, 8 + input.len()));
-            put_u64(&mut m, *f as usize as u64);
+            put_u64(&mut m, fn_out(*f as usize));
             send_all(fd, &[&m, input])
         }
         Task::Calls(f, chunk) => {
             let mut p = Vec::new();
-            put_u64(&mut p, *f as usize as u64);
+            put_u64(&mut p, fn_out(*f as usize));
             put_u64(&mut p, chunk.values.len() as u64);
             for a in chunk.values.iter() {
                 put_u64(&mut p, *a as usize as u64);
@@ -348,7 +368,7 @@ pub(super) fn send_task(fd: BorrowedFd<'_>, task: &Task) -> io::Result<()> {
         }
         Task::ByteChunk(f, inputs) => {
             let mut p = Vec::new();
-            put_u64(&mut p, *f as usize as u64);
+            put_u64(&mut p, fn_out(*f as usize));
             put_u64(&mut p, inputs.len() as u64);
             for i in inputs.iter() {
                 put_u64(&mut p, i.len() as u64);
@@ -408,7 +428,7 @@ pub(super) fn deadline_frame(at: u64) -> [u8; HEADER + 8] {
 /// the task's input (`reuse`, taken) when the result `fits_in` it: its pages are
 /// present, where a new buffer of a large result's size would cost a page fault per page.
 pub(super) fn recv_outcome(
-    fd: BorrowedFd<'_>,
+    fd: impl Stream,
     rb: &mut RecvBuf,
     slot: Option<(&Mapping, Slot)>,
     reuse: Option<&mut MallocBuf>,
@@ -491,9 +511,9 @@ pub(super) enum Incoming {
 }
 
 /// Reads the next message (worker side); `None` on EOF (retired) or a broken channel.
-pub(super) fn recv_task(fd: BorrowedFd<'_>, rb: &mut RecvBuf) -> Option<Incoming> {
+pub(super) fn recv_task(fd: impl Stream, rb: &mut RecvBuf) -> Option<Incoming> {
     let (kind, len) = read_header(fd, rb).ok()??;
-    let fnp = |x: u64| x as usize;
+    let fnp = fn_in;
     match kind {
         K_ARENA if len == 8 => {
             let mut p = [0u8; 8];
@@ -521,7 +541,7 @@ pub(super) fn recv_task(fd: BorrowedFd<'_>, rb: &mut RecvBuf) -> Option<Incoming
         K_BYTES_SHM if len == 32 => {
             let p = read_vec(fd, rb, 32).ok()?;
             let mut r = Reader(&p);
-            let f = fnp(r.u64().ok()?);
+            let f = fnp(r.u64().ok()?)?;
             let (off, cap, len) = (r.usize().ok()?, r.usize().ok()?, r.usize().ok()?);
             // SAFETY: as below, a `cf_bytes_fn` of this program.
             let f: BytesFn = unsafe { mem::transmute::<usize, BytesFn>(f) };
@@ -531,13 +551,13 @@ pub(super) fn recv_task(fd: BorrowedFd<'_>, rb: &mut RecvBuf) -> Option<Incoming
     }
 }
 
-fn recv_plain_task(fd: BorrowedFd<'_>, rb: &mut RecvBuf, kind: u32, len: usize) -> Option<Task> {
-    let fnp = |x: u64| x as usize;
+fn recv_plain_task(fd: impl Stream, rb: &mut RecvBuf, kind: u32, len: usize) -> Option<Task> {
+    let fnp = fn_in;
     match kind {
         K_CALL if len == 16 => {
             let p = read_vec(fd, rb, 16).ok()?;
             let mut r = Reader(&p);
-            let (f, a) = (fnp(r.u64().ok()?), r.u64().ok()? as usize);
+            let (f, a) = (fnp(r.u64().ok()?)?, r.u64().ok()? as usize);
             // SAFETY: the parent sent a `cf_fn` of this same program (forked).
             let f: TaskFn = unsafe { mem::transmute::<usize, TaskFn>(f) };
             Some(Task::Call(f, a as *mut c_void))
@@ -549,14 +569,14 @@ fn recv_plain_task(fd: BorrowedFd<'_>, rb: &mut RecvBuf, kind: u32, len: usize) 
             }
             // SAFETY: as above, a `cf_bytes_fn` of this program.
             let f: BytesFn =
-                unsafe { mem::transmute::<usize, BytesFn>(fnp(u64::from_ne_bytes(h))) };
+                unsafe { mem::transmute::<usize, BytesFn>(fnp(u64::from_ne_bytes(h))?) };
             let data = read_malloc(fd, rb, len - 8, None).ok()?;
             Some(Task::Bytes(f, data))
         }
         K_CHUNK_CALLS | K_CHUNK_BYTES => {
             let p = read_vec(fd, rb, len).ok()?;
             let mut r = Reader(&p);
-            let f = fnp(r.u64().ok()?);
+            let f = fnp(r.u64().ok()?)?;
             let n = r.usize().ok()?;
             if kind == K_CHUNK_CALLS {
                 // SAFETY: as above.
@@ -586,7 +606,7 @@ fn recv_plain_task(fd: BorrowedFd<'_>, rb: &mut RecvBuf, kind: u32, len: usize) 
 }
 
 /// Sends a task's outcome (worker side).
-pub(super) fn send_outcome(fd: BorrowedFd<'_>, o: &Outcome) -> io::Result<()> {
+pub(super) fn send_outcome(fd: impl Stream, o: &Outcome) -> io::Result<()> {
     if let Outcome::Bytes(b) = o {
         let data: &[u8] = b;
         let mut m = Vec::with_capacity(HEADER + 9);
@@ -612,7 +632,7 @@ pub(super) fn shm_result_frame(off: usize, len: usize) -> [u8; HEADER + 17] {
 }
 
 /// Reports a failed initializer (worker side).
-pub(super) fn send_init_failed(fd: BorrowedFd<'_>, e: &UserError) -> io::Result<()> {
+pub(super) fn send_init_failed(fd: impl Stream, e: &UserError) -> io::Result<()> {
     let failure = match e {
         UserError::Raised(r) => Failure {
             status: CF_BROKEN,

@@ -8,6 +8,7 @@ use super::{
     arena::Mapping,
     deadline::{self, WATCH_SIZE},
     io::{RecvBuf, send_all},
+    stream::Stream,
     wire::{
         HEADER, Incoming, K_READY, header, recv_task, send_init_failed, send_outcome,
         shm_result_frame,
@@ -19,13 +20,12 @@ use crate::rt::{
     task::{Outcome, run_bytes},
 };
 use crate::status::CF_DEADLINE;
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::AsFd;
 use std::{ffi::c_void, ptr};
 
 /// The life of a worker on `link`: the initializer, then tasks until EOF, a broken link
 /// or a frame that makes no sense. Returns when the worker should exit.
-pub(super) fn run(link: OwnedFd, init: Option<(InitFn, usize)>) {
-    let fd = link.as_fd();
+pub(super) fn run(fd: impl Stream, init: Option<(InitFn, usize)>) {
     if let Some((f, arg)) = init {
         // SAFETY: the caller's initializer and initarg, as configured.
         if let Err(e) = call_task(|| unsafe { f(arg as *mut c_void) }) {
