@@ -13,7 +13,8 @@
  *   promises completed (or cancelled) from other threads, racing each other, done
  *   callbacks (counting ones, ones that submit more work, add callbacks or release a
  *   reference), retain / release, cf_wait, cf_as_completed and cf_map / cf_map_bytes
- *   over random subsets with duplicates and promises mixed in, worker-count bounds.
+ *   over random subsets with duplicates and promises mixed in, worker-count bounds;
+ *   continuations (cf_future_then) and cf_when, with their own oracle (then_ops.h).
  *
  * Invariants checked (a violation prints `stress: FAILED seed=... op=...` and a command
  * that reproduces the op mix, and exits 1; a hang is reported by a stall watchdog):

@@ -6,7 +6,8 @@
 //! `then` makes the continuation's future up front, holding a `Task::Then` with a shared
 //! `ThenLink` (the function, its argument, and a place for the antecedent), and registers
 //! a `Hook` on the antecedent that owns a reference to the link and one to the new
-//! future. Nothing points from the continuation back to the antecedent while it waits,
+//! future. The hook's listener node is part of the link (`HookNode`), so a continuation
+//! costs two blocks (its future's core and its link), both from the block cache. Nothing points from the continuation back to the antecedent while it waits,
 //! so an antecedent that is never finished frees the hook, and with it the continuation's
 //! last engine reference, when it is released (no cycle).
 //!
