@@ -13,7 +13,8 @@
  *   promises completed (or cancelled) from other threads, racing each other, done
  *   callbacks (counting ones, ones that submit more work, add callbacks or release a
  *   reference), retain / release, cf_wait, cf_as_completed and cf_map / cf_map_bytes
- *   over random subsets with duplicates and promises mixed in, worker-count bounds.
+ *   over random subsets with duplicates and promises mixed in, worker-count bounds;
+ *   continuations (cf_future_then) and cf_when, with their own oracle (then_ops.h).
  *
  * Invariants checked (a violation prints `stress: FAILED seed=... op=...` and a command
  * that reproduces the op mix, and exits 1; a hang is reported by a stall watchdog):
@@ -357,6 +358,7 @@ typedef struct pool_ref {
 } pool_ref;
 
 static atomic_bool g_cancel_shut[MAX_POOLS]; /* pool slot s was shut down with cancel_futures */
+static atomic_bool g_slot_shut[MAX_POOLS];   /* a shutdown of pool slot s was started */
 static atomic_uint g_next_slot;
 static pthread_mutex_t g_cur_mu = PTHREAD_MUTEX_INITIALIZER;
 static pool_ref *g_cur;
@@ -465,6 +467,7 @@ static void retire(pool_ref *p) {
 static void shut_down(pool_ref *old, bool wait, bool cancel, rng *r) {
     if (cancel) atomic_store(&g_cancel_shut[old->slot], true);
     atomic_store(&old->shut, true);
+    atomic_store(&g_slot_shut[old->slot], true);
     if (chance(r, 250)) {
         cf_status s0 = cf_executor_shutdown(old->ex, false, false);
         REQUIRE(s0 == CF_OK, "cf_executor_shutdown(no wait) gave %s", sname(s0));
@@ -1735,11 +1738,18 @@ static void check_owned_counts(void) {
             atomic_load(&g_owned_ud_frees));
 }
 
+#include "then_ops.h"
+
 static void do_op(rng *r) {
     uint32_t x = rndn(r, 10000);
     uint32_t rot = g_process ? 60 : 5; /* per 10000 */
     if (x < rot) {
         OP("rotate", op_rotate(r));
+        return;
+    }
+    if (x < rot + 400) { /* 4%: continuations and combinators (then_ops.h) */
+        if (x < rot + 200) OP("then", op_then(r));
+        else OP("when", op_when(r));
         return;
     }
     x = rndn(r, 1000);
@@ -1877,7 +1887,7 @@ static void usage(void) {
             "          [--prefork N: make N pools before the threads start; rotations use them]\n"
             "          [--skip op,op,...]   (ops: rotate submit submit_bytes promise complete_promise\n"
             "           cancel result exception state callback retain wait as_completed map\n"
-            "           map_bytes map_lazy map_bytes_lazy workers burst)\n",
+            "           map_bytes map_lazy map_bytes_lazy workers burst then when)\n",
             g_argv0);
     exit(2);
 }
@@ -1917,9 +1927,11 @@ int main(int argc, char **argv) {
     g_entries = calloc(g_cap, sizeof *g_entries);
     g_xcap = (size_t)g_ops / 2 + 1024;
     g_xcbs = calloc(g_xcap, sizeof *g_xcbs);
+    g_then_cap = (size_t)g_ops / 4 + 1024;
+    g_thens = calloc(g_then_cap, sizeof *g_thens);
     g_live_cap = g_process ? 256 : 1024;
     g_live = calloc(g_live_cap, sizeof *g_live);
-    if (g_entries == NULL || g_xcbs == NULL || g_live == NULL) {
+    if (g_entries == NULL || g_xcbs == NULL || g_live == NULL || g_thens == NULL) {
         fprintf(stderr, "stress: out of memory\n");
         return 2;
     }
@@ -2044,6 +2056,7 @@ int main(int argc, char **argv) {
         cf_future_release(g_gate);
     }
     check_owned_counts();
+    check_thens();
     atomic_store(&g_finished, true);
     pthread_join(wd, NULL);
     printf("stress: OK seed=%" PRIu64 " ops=%ld pools=%s threads=%d futures=%ld (cancelled %ld, failed "
@@ -2057,6 +2070,7 @@ int main(int argc, char **argv) {
     munmap(g_shm, g_shm_size);
     free(g_entries);
     free(g_xcbs);
+    free(g_thens);
     free(g_live);
     free(g_pq);
     for (int i = 0; i < STRIPES; i++) pthread_mutex_destroy(&g_stripe[i]);

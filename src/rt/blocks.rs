@@ -1,5 +1,5 @@
-//! A cache of the engine's small blocks (futures' cores, listener nodes, and other
-//! continuation links and other objects of 24 to 72 bytes), so that a future made on one thread and freed on another
+//! A cache of the engine's small blocks (futures' cores, listener nodes, continuation
+//! links and other objects of 24 to 96 bytes), so that a future made on one thread and freed on another
 //! does not cost two trips through the C allocator's shared state.
 //!
 //! Why: a future is usually made by the submitting thread and freed by a worker (with a
@@ -10,15 +10,15 @@
 //!
 //! # Design (magazines)
 //!
-//! - Seven size classes: 24, 32, ... 72 bytes (alignment up to 8). Other layouts go
+//! - Ten size classes: 24, 32, ... 96 bytes (alignment up to 8). Other layouts go
 //!   straight to the allocator. A class's blocks are always allocated and freed with the
 //!   class's own layout.
 //! - Each thread keeps one magazine of up to `MAG` blocks per class. `alloc` pops from
 //!   it; when it is empty, it takes a full magazine from the class's depot. `dealloc`
 //!   pushes onto it; when it is full, it hands the magazine to the depot. So a submitter
 //!   and a worker meet once per `MAG` blocks instead of once per block.
-//! - The depot keeps at most `DEPOT_MAGS` full magazines per class (at most 72 KiB of
-//!   72-byte blocks); beyond that, blocks go back to the allocator.
+//! - The depot keeps at most `DEPOT_MAGS` full magazines per class (at most 96 KiB of
+//!   96-byte blocks); beyond that, blocks go back to the allocator.
 //! - The depot's lock is only ever *tried*: a thread that finds it taken uses the
 //!   allocator instead, so the cache never waits, and a process forked while another
 //!   thread held the lock (a process pool's worker) simply bypasses the depot.
@@ -45,11 +45,11 @@ use std::{
     },
 };
 
-/// Smallest cached size; the classes are 24, 32, ... 72 bytes (72: a pool continuation's
-/// link, `rt::then`).
+/// Smallest cached size; the classes are 24, 32, ... 96 bytes (96: a pool continuation's
+/// link with its listener node, `rt::then`).
 const MIN: usize = 24;
 /// Number of size classes, 8 bytes apart.
-const CLASSES: usize = 7;
+const CLASSES: usize = 10;
 /// Blocks per magazine.
 const MAG: usize = 32;
 /// Full magazines a depot keeps per class.
@@ -325,7 +325,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classes_cover_24_to_72_bytes() {
+    fn classes_cover_24_to_96_bytes() {
         let l = |size, align| Layout::from_size_align(size, align).unwrap();
         assert_eq!(class_of(l(16, 8)), None);
         assert_eq!(class_of(l(24, 8)), Some(0));
@@ -334,7 +334,8 @@ mod tests {
         assert_eq!(class_of(l(48, 8)), Some(3));
         assert_eq!(class_of(l(49, 8)), Some(4));
         assert_eq!(class_of(l(72, 8)), Some(6));
-        assert_eq!(class_of(l(73, 8)), None);
+        assert_eq!(class_of(l(96, 8)), Some(9));
+        assert_eq!(class_of(l(97, 8)), None);
         assert_eq!(class_of(l(32, 16)), None);
         for c in 0..CLASSES {
             assert!(class_layout(c).size() >= MIN + 8 * c);

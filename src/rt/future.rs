@@ -621,6 +621,33 @@ impl Core {
                 return Err((why, l));
             }
         };
+        // SAFETY: a fresh node, ours.
+        unsafe { self.link_node(node) }
+    }
+
+    /// Registers `hook` in the node room `room` (no allocation): `Err(NotAdded::Done)`,
+    /// with the hook dropped, if the future is already done.
+    ///
+    /// # Safety
+    /// `room` is used for this one registration only, and `hook` owns a reference to the
+    /// object that holds `room` (see `HookNode`).
+    pub(crate) unsafe fn try_add_hook_in(
+        &self,
+        room: &HookNode,
+        hook: Hook,
+    ) -> Result<(), NotAdded> {
+        // SAFETY: the caller's promise.
+        let node = unsafe { room.fill(hook) };
+        // SAFETY: the node is ours until linked.
+        unsafe { self.link_node(node) }.map_err(|(why, _)| why)
+    }
+
+    /// Links `node` at the head of the list, unless the future is done (then the node is
+    /// taken back and its listener returned).
+    ///
+    /// # Safety
+    /// `node` came from `try_node` or `HookNode::fill` and is not linked anywhere.
+    unsafe fn link_node(&self, node: *mut Node) -> Result<(), (NotAdded, Listener)> {
         let guard = self.lock.lock();
         // AcqRel: see the module comment (a done phase lets the caller read the outcome).
         let prev = self.state.fetch_or(LISTENERS, Ordering::AcqRel);
@@ -790,6 +817,7 @@ impl Core {
 }
 
 mod storage;
+pub(crate) use storage::HookNode;
 use storage::{Node, Payload, free_node, try_node};
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,8 @@
 //! `then` makes the continuation's future up front, holding a `Task::Then` with a shared
 //! `ThenLink` (the function, its argument, and a place for the antecedent), and registers
 //! a `Hook` on the antecedent that owns a reference to the link and one to the new
-//! future. Nothing points from the continuation back to the antecedent while it waits,
+//! future. The hook's listener node is part of the link (`HookNode`), so a continuation
+//! costs two blocks (its future's core and its link), both from the block cache. Nothing points from the continuation back to the antecedent while it waits,
 //! so an antecedent that is never finished frees the hook, and with it the continuation's
 //! last engine reference, when it is released (no cycle).
 //!
@@ -29,8 +30,13 @@
 //! those whose antecedent is not done yet. Each pool link has a `claimed` flag: the
 //! first of the hook and shutdown to set it owns the continuation, so exactly one of
 //! them acts (the hook runs or queues it; shutdown finishes it with `CF_SHUTDOWN`).
-//! Claimed links stay on the stack until a later registration sweeps them off (when the
-//! stack has doubled since the last sweep: O(1) per link, amortised). Shutdown closes
+//! Claimed links stay on the stack until a later registration sweeps them off: when at
+//! least half the stack is claimed (a count the claiming hooks keep, on its own cache
+//! line), so that a sweep visits at most two links per link it frees (O(1) per link,
+//! amortised) and the claimed links never outnumber the waiting ones by more than
+//! `SWEEP_MIN`. A thread that adds links far ahead of the workers (a long chain) then
+//! never walks its stack of waiting links, which is cold in its cache. The condition is
+//! looked at when the pushes since the last look reach a quarter of the stack. Shutdown closes
 //! the stack (a tag bit in its head: a later `then` on that pool is refused) and
 //! claims what it finds; a hook that fires after that loses the claim and does nothing,
 //! so it never queues on a pool that was shut down (it holds the pool's `Arc`, so even
@@ -55,7 +61,7 @@
 
 use super::{
     context::{UserError, call_task},
-    future::{Core, CoreRef, Listener, NotAdded},
+    future::{Core, CoreRef, HookNode, NotAdded},
     hook::{Hook, HookHead, HookVt},
     pool::{Pool, SubmitError},
     shared::Shared,
@@ -63,6 +69,7 @@ use super::{
     task::{Outcome, Task},
 };
 use crate::status::{CF_BROKEN, CF_SHUTDOWN};
+use crossbeam_utils::CachePadded;
 use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
@@ -124,6 +131,8 @@ pub(crate) struct ThenLink {
     /// The antecedent, once it is done (written once, by the hook).
     antecedent: UnsafeCell<Option<CoreRef>>,
     target: Target,
+    /// The listener node of the hook on the antecedent (one block per link, not two).
+    node: HookNode,
 }
 
 // SAFETY: `arg` is an opaque C value the caller asked us to hand to another thread (the
@@ -201,6 +210,7 @@ pub(crate) fn then(
         arg,
         antecedent: UnsafeCell::new(None),
         target,
+        node: HookNode::new(),
     })
     .map_err(|_| ThenError::NoMemory)?;
     let cont = Core::with_task(Task::Then(link.clone())).ok_or(ThenError::NoMemory)?;
@@ -229,7 +239,8 @@ pub(crate) fn then(
             )
         }
     };
-    match antecedent.try_add_listener(Listener::Hook(hook)) {
+    // SAFETY: the link's one registration, and the hook owns a reference to the link.
+    match unsafe { antecedent.try_add_hook_in(&link.node, hook) } {
         Ok(()) => {}
         Err(NotAdded::Done) => ready(link, cont.clone(), counted(antecedent)),
         Err(NotAdded::NoMemory) => {
@@ -271,11 +282,12 @@ unsafe fn drop_then(obj: NonNull<HookHead>, word: usize) {
 
 /// The antecedent is done: run or queue the continuation.
 fn ready(link: Shared<ThenLink>, cont: CoreRef, antecedent: CoreRef) {
-    if let Target::Pool { reg, .. } = &link.target {
+    if let Target::Pool { reg, pool } = &link.target {
         // Claimed by shutdown already (which finished it).
         if reg.claim().is_none() {
             return;
         }
+        pool.conts.note_claimed();
     }
     if cont.is_done() {
         return; // cancelled: its task never starts
@@ -369,9 +381,15 @@ const SWEEP_MIN: usize = 64;
 pub(crate) struct Conts {
     /// The top link (an exposed address) with the tag bits `CLOSED` and `BROKEN`.
     head: AtomicUsize,
-    /// Pushes since the last sweep, and the pushes that start the next one.
+    /// Pushes since the last sweep, and the pushes at which the next look is due.
     pushed: AtomicUsize,
     sweep_at: AtomicUsize,
+    /// Links kept on the stack by the last sweep.
+    kept: AtomicUsize,
+    /// Links on the stack claimed by their hooks (an estimate: counted after the claim,
+    /// subtracted by the sweep that drops them); on its own cache line, since the
+    /// workers write it and the registering thread reads it only now and then.
+    claimed: CachePadded<AtomicUsize>,
     /// Held by a sweep while it has the stack detached, and by shutdown (which must find
     /// every link on the stack).
     sweeping: Mutex<()>,
@@ -400,6 +418,8 @@ impl Conts {
             head: AtomicUsize::new(0),
             pushed: AtomicUsize::new(0),
             sweep_at: AtomicUsize::new(SWEEP_MIN),
+            kept: AtomicUsize::new(0),
+            claimed: CachePadded::new(AtomicUsize::new(0)),
             sweeping: Mutex::new(()),
         }
     }
@@ -433,9 +453,21 @@ impl Conts {
         std::mem::forget(link.clone());
         let n = self.pushed.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.sweep_at.load(Ordering::Relaxed) {
-            self.sweep();
+            // Relaxed, all three: only the decision when to sweep hangs on them.
+            let size = self.kept.load(Ordering::Relaxed) + n;
+            if 2 * self.claimed.load(Ordering::Relaxed) >= size.max(SWEEP_MIN) {
+                self.sweep();
+            } else {
+                self.sweep_at
+                    .store(n + (size / 4).max(SWEEP_MIN), Ordering::Relaxed);
+            }
         }
         Ok(())
+    }
+
+    /// A hook claimed a link of this stack (see `claimed`).
+    fn note_claimed(&self) {
+        self.claimed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Detaches the whole stack, setting `tags`; the old top (address) and tag bits, or
@@ -467,7 +499,7 @@ impl Conts {
         let Some(mut addr) = self.detach(0) else {
             return;
         };
-        let (mut top, mut bottom, mut kept) = (0usize, 0usize, 0usize);
+        let (mut top, mut bottom, mut kept, mut dropped) = (0usize, 0usize, 0usize, 0usize);
         while addr != 0 {
             // SAFETY: on the stack, which we have detached: its references are ours.
             let link = unsafe { link_at(addr) };
@@ -477,6 +509,7 @@ impl Conts {
             if reg.claimed.load(Ordering::Acquire) != 0 {
                 // SAFETY: the stack's reference, given up once.
                 drop(unsafe { Shared::from_raw(link as *const ThenLink) });
+                dropped += 1;
             } else {
                 reg.next.store(top, Ordering::Relaxed);
                 if top == 0 {
@@ -506,8 +539,15 @@ impl Conts {
             }
         }
         self.pushed.store(0, Ordering::Relaxed);
+        self.kept.store(kept, Ordering::Relaxed);
         self.sweep_at
-            .store((2 * kept).max(SWEEP_MIN), Ordering::Relaxed);
+            .store((kept / 4).max(SWEEP_MIN), Ordering::Relaxed);
+        // Links claimed after this sweep looked at them stay counted until the next.
+        let _ = self
+            .claimed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(dropped))
+            });
         drop(guard);
     }
 
@@ -548,5 +588,15 @@ impl Drop for Conts {
         // A pool freed without a shutdown (none in practice): nothing to finish, but the
         // cycles to break and the references to drop.
         Self::release(self.detach(CLOSED).unwrap_or(0), drop);
+    }
+}
+
+#[cfg(all(test, not(cfutures_loom)))]
+mod size_tests {
+    #[test]
+    fn a_pool_link_is_one_cached_block() {
+        // `Shared`'s count and the link: within the block cache's largest class.
+        let size = std::mem::size_of::<super::ThenLink>() + std::mem::size_of::<usize>();
+        assert!(size <= 96, "a pool continuation's link takes {size} bytes");
     }
 }

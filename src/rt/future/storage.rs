@@ -172,6 +172,9 @@ pub(super) const CALLBACK: usize = 2;
 pub(super) const OWNED_CALLBACK: usize = 3;
 /// `Listener::Hook`, payload `Hook`.
 pub(super) const HOOK: usize = 4;
+/// `Listener::Hook` in a node that lives inside the hook's own object (`HookNode`), so
+/// that the list never frees it.
+pub(super) const EMBEDDED_HOOK: usize = 5;
 /// The link bits that hold the variant (a node is 8-byte aligned: three bits are free).
 pub(super) const TAG: usize = 0b111;
 const _: () = assert!(mem::align_of::<Node>() > TAG);
@@ -218,6 +221,44 @@ impl Node {
     }
 }
 
+/// Room for one listener node inside an engine object (a continuation's link, `rt::then`),
+/// so that registering that object's one hook allocates nothing. The node is linked on
+/// one future at most once (`Core::try_add_hook_in`); the hook it holds owns a reference
+/// to the object, which keeps the room alive while it is linked, and the list takes the
+/// hook out (`free_node`) before firing or dropping it.
+pub(crate) struct HookNode(std::cell::UnsafeCell<mem::MaybeUninit<Node>>);
+
+impl HookNode {
+    pub(crate) const fn new() -> HookNode {
+        HookNode(std::cell::UnsafeCell::new(mem::MaybeUninit::uninit()))
+    }
+
+    /// The node, holding `hook`, ready to link.
+    ///
+    /// # Safety
+    /// Called once per room, by the only thread that knows it; the room outlives the
+    /// node's time on a list (see the type's comment).
+    pub(super) unsafe fn fill(&self, hook: Hook) -> *mut Node {
+        let mut payload = Payload::empty();
+        let tag = payload.put_as(hook, EMBEDDED_HOOK);
+        let p = self.0.get().cast::<Node>();
+        // SAFETY: the caller's promise: nobody else reads or writes the room.
+        unsafe {
+            p.write(Node {
+                link: std::ptr::without_provenance_mut(tag),
+                payload,
+            })
+        };
+        p
+    }
+}
+
+// SAFETY: the room is written once before it is linked, then accessed only under the
+// future's listener lock or by the thread that unlinked it.
+unsafe impl Sync for HookNode {}
+// SAFETY: as above.
+unsafe impl Send for HookNode {}
+
 /// A node on the heap, or the listener back when there is no memory for it.
 pub(super) fn try_node(listener: Listener) -> Result<*mut Node, Listener> {
     let mut payload = Payload::empty();
@@ -243,16 +284,20 @@ pub(super) fn try_node(listener: Listener) -> Result<*mut Node, Listener> {
     Ok(p)
 }
 
-/// Takes a node back (from `try_node`) and returns its listener.
+/// Takes a node back (from `try_node`, or a `HookNode`'s) and returns its listener.
 ///
 /// # Safety
-/// `p` came from `try_node` and is no longer linked anywhere.
+/// `p` came from `try_node` or `HookNode::fill` and is no longer linked anywhere.
 pub(super) unsafe fn free_node(p: *mut Node) -> Listener {
-    // SAFETY: made by `try_node`; its listener is taken once, here, and the memory freed
-    // with the layout it was allocated with.
+    // SAFETY: made by `try_node` (or in a `HookNode`, which is not ours to free); its
+    // listener is taken once, here, and the memory freed with the layout it was
+    // allocated with.
     unsafe {
+        let embedded = (*p).link.addr() & TAG == EMBEDDED_HOOK;
         let listener = (*p).take_listener();
-        dealloc(p.cast(), Layout::new::<Node>());
+        if !embedded {
+            dealloc(p.cast(), Layout::new::<Node>());
+        }
         listener
     }
 }
