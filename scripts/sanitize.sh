@@ -39,6 +39,14 @@ SEGV_ON_PURPOSE=(
     'example\.demo\..*' # examples/demo.c (each run of it), section "process pool": a task raises SIGSEGV
 )
 
+# The MPI tests: Open MPI's own start-up and MPI_Finalize leave memory that
+# LeakSanitizer reports (in libmpi, libopen-pal, and objects made through them; seen in
+# mpi.spawn, where this library calls MPI_Init itself). They run in a pass of their own
+# with detect_leaks=0: ASan's checks of every access and UBSan stay on.
+NO_LEAK_CHECK=(
+    'mpi\..*'
+)
+
 ensure_build_tools
 
 echo "==> cmake -S . -B $ASAN_BUILD_DIR -DCMAKE_BUILD_TYPE=Debug -DCFUTURES_SANITIZE=ON"
@@ -63,7 +71,8 @@ join_re() {
     local IFS='|'
     echo "^($*)\$"
 }
-exclude_re=$(join_re "${EXCLUDE[@]}" "${SEGV_ON_PURPOSE[@]}")
+exclude_re=$(join_re "${EXCLUDE[@]}" "${SEGV_ON_PURPOSE[@]}" "${NO_LEAK_CHECK[@]}")
+noleak_re=$(join_re "${NO_LEAK_CHECK[@]}")
 segv_re=$(join_re "${SEGV_ON_PURPOSE[@]}")
 # halt_on_error / abort_on_error: the first report ends the test (with a failure status);
 # detect_leaks: LeakSanitizer at exit; print_stacktrace: UBSan reports with a stack.
@@ -78,6 +87,9 @@ if [ "$#" -eq 0 ]; then
     echo "==> ctest --test-dir $ASAN_BUILD_DIR -R '$segv_re' (ASAN_OPTIONS handle_segv=0)"
     ASAN_OPTIONS="$ASAN_OPTIONS:handle_segv=0" \
         ctest --test-dir "$ASAN_BUILD_DIR" --output-on-failure -j2 -R "$segv_re" || status=$?
+    echo "==> ctest --test-dir $ASAN_BUILD_DIR -R '$noleak_re' (ASAN_OPTIONS detect_leaks=0)"
+    ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" \
+        ctest --test-dir "$ASAN_BUILD_DIR" --output-on-failure -j2 -R "$noleak_re" || status=$?
 fi
 if [ "$status" -ne 0 ]; then
     echo "sanitize: some tests failed under ASan/UBSan (see above)" >&2

@@ -419,14 +419,14 @@ static void when_live(rng *r) {
 /* cf_when over promises of this op's, completed in a random order: the index is known. */
 static void when_exact(rng *r) {
     enum { N = 6 };
-    cf_future *ps[N], *fs[N + 3];
+    cf_future *ps[N], *fs[2 * N]; /* each promise once, and at most one duplicate each */
     size_t k = 1 + rndn(r, N), n = 0;
     for (size_t i = 0; i < k; i++) REQUIRE(cf_future_new(&ps[i]) == CF_OK, "cf_future_new");
     size_t first[N];
     for (size_t i = 0; i < k; i++) {
         first[i] = n;
         fs[n++] = ps[i];
-        if (n < N + 3 && chance(r, 150)) fs[n++] = ps[rndn(r, (uint32_t)i + 1)]; /* duplicate */
+        if (chance(r, 150)) fs[n++] = ps[rndn(r, (uint32_t)i + 1)]; /* duplicate */
     }
     /* first index of each promise in fs */
     for (size_t i = 0; i < k; i++)
