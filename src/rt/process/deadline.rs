@@ -127,6 +127,10 @@ pub(crate) struct Watch {
     /// The worker's pid and the mapping; `None` once the link is dropped (the worker is
     /// about to be reaped: its pid may not be signalled any more).
     live: Mutex<Option<(i32, Mapping)>>,
+    /// Once closed: the pid and the word as the worker left it (lock order: `live`, then
+    /// this), so that a deadline passing after the worker died still says where its task
+    /// was.
+    last: Mutex<Option<(i32, u64)>>,
 }
 
 impl Watch {
@@ -146,14 +150,17 @@ impl Watch {
         };
         let watch = Arc::new(Watch {
             live: Mutex::new(Some((pid, map))),
+            last: Mutex::new(None),
         });
         Ok((watch, fd))
     }
 
     /// The worker is about to be reaped: no signal may be sent to its pid from now on.
     pub(super) fn close(&self) {
-        let gone = lock(&self.live).take();
-        drop(gone);
+        let mut live = lock(&self.live);
+        if let Some((pid, map)) = live.take() {
+            *lock(&self.last) = Some((pid, word_of(&map).load(Ordering::SeqCst)));
+        }
     }
 
     /// Whether the timer killed the worker for the task `seq` (see the module comment).
@@ -168,8 +175,16 @@ impl Watch {
     fn strike(&self, seq: u64) -> Where {
         let live = lock(&self.live);
         let Some((pid, map)) = live.as_ref() else {
-            // The worker is gone: the task was sent again (not started) or failed with it.
-            return Where::NotStarted;
+            // The worker is gone. Running the task then (not killed by us: that is
+            // KILLED(seq)): the task failed with it, and its proxy is failing its future;
+            // otherwise it had not started (it is sent again) or had ended in the worker.
+            return match *lock(&self.last) {
+                Some((pid, last)) if last == word(seq, RUNNING) => Where::Died(pid),
+                Some((pid, last)) if last >> 2 >= seq && last != word(seq, SKIPPED) => {
+                    Where::Returning(pid)
+                }
+                _ => Where::NotStarted,
+            };
         };
         let w = word_of(map);
         let cur = w.load(Ordering::SeqCst);
