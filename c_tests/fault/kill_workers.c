@@ -561,7 +561,6 @@ static int sc_deadlines(void *arg) {
         if (dl_kind(i) == 9) continue;
         int af = atomic_load(&g_dl_arg_frees[i]), rf = atomic_load(&g_dl_result_frees[i]);
         if (af != 1 && bad_arg++ < 5) fprintf(stderr, "   task %ld: arg_free ran %d times\n", (long)i, af);
-        bad_arg += 0;
         bool rf_ok = was_ok[i] ? rf == 1 : was_late[i] ? rf <= 1 : rf == 0;
         if (!rf_ok && bad_result++ < 5)
             fprintf(stderr, "   task %ld (kind %d, %s): result_free ran %d times\n", (long)i, dl_kind(i),
