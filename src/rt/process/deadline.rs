@@ -14,10 +14,10 @@
 //! - A worker gets, with its first such task, a *watch*: one shared word in a memfd
 //!   mapping (`K_WATCH`, the memfd passed with `SCM_RIGHTS`, as for the arena; both
 //!   mappings `MADV_DONTFORK`). The word is `seq << 2 | state`, state IDLE, RUNNING,
-//!   KILLED or SKIPPED. For a task with a deadline the worker `begin`s: it stores
-//!   RUNNING(seq), then reads the clock: a deadline passed means the task never runs
-//!   (RUNNING(seq) → SKIPPED(seq) by compare-and-swap, and the answer says
-//!   `CF_DEADLINE`). Otherwise it runs the task and `end`s: RUNNING(seq) → IDLE(seq) by
+//!   KILLED or SKIPPED. For a task with a deadline the worker `begin`s: a deadline
+//!   already passed means the task never runs (SKIPPED(seq), and the answer says
+//!   `CF_DEADLINE`); otherwise it stores RUNNING(seq), then reads the clock again: passed
+//!   now, the task never runs either (RUNNING(seq) → SKIPPED(seq) by compare-and-swap). Otherwise it runs the task and `end`s: RUNNING(seq) → IDLE(seq) by
 //!   compare-and-swap, and only then sends the answer. A CAS that fails found
 //!   KILLED(seq): the worker sends nothing and waits for its `SIGKILL`.
 //! - The timer, once the deadline of a task a proxy took has passed (`strike`), looks
@@ -250,6 +250,12 @@ impl Registry {
 /// that the timer, if it looks now, says the task never started).
 pub(super) fn begin(map: &Mapping, seq: u64, at: u64) -> bool {
     let w = word_of(map);
+    if mono_ns() >= at {
+        // Passed already: skipped without ever looking as if it ran (the word is not
+        // RUNNING(seq), so the timer cannot have claimed it).
+        w.store(word(seq, SKIPPED), Ordering::SeqCst);
+        return false;
+    }
     w.store(word(seq, RUNNING), Ordering::SeqCst);
     if mono_ns() >= at {
         leave(w, seq, SKIPPED);
