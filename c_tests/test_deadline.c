@@ -283,6 +283,7 @@ typedef struct proc_shared {
     atomic_int stop;   /* set to end every proc_spin_counted */
     atomic_int ran[M]; /* how many times task i started in a worker */
     px_gate g2;        /* holds the workers while tasks wait sent ahead to them */
+    atomic_llong until_ns; /* proc_spin_until spins until then (CLOCK_MONOTONIC) */
 } proc_shared;
 
 /* Counts itself as started, then spins until told to stop (or 60 s). */
@@ -302,6 +303,68 @@ static void *proc_count(void *arg) {
     proc_shared *sh = g_proc_shared_slot;
     px_add(&sh->ran[i], 1);
     return PX_I2P(i);
+}
+
+static long long mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Spins until sh->until_ns (the monotonic clock is the same in a fork). */
+static void *proc_spin_until(void *arg) {
+    proc_shared *sh = g_proc_shared_slot;
+    long long until = atomic_load(&sh->until_ns);
+    while (mono_ns() < until) {
+    }
+    return arg;
+}
+
+/* A task sent ahead behind one that ends right around the task's deadline: the worker
+ * finds the deadline passed and skips the task just as the timer looks where it is. The
+ * task never started, so its message must say so (the timer must not take the worker's
+ * mark of a skipped task for one that ran and whose result is coming back). 100 rounds,
+ * the blocker ending 0 to 1.5 ms after the deadline. */
+static void process_skip_races_timer(proc_shared *sh) {
+    px_phase("process: a worker skipping a task races the deadline timer");
+    memset(sh, 0, sizeof *sh);
+    atomic_store(&arg_frees, 0);
+    cf_executor *ex = px_pool(1, 0);
+    cf_future *warm = px_submit(ex, px_task_getpid, NULL);
+    CHECK(px_result(warm) > 0);
+    cf_future_release(warm);
+    enum { R = 100 };
+    int skipped = 0, ran_ok = 0;
+    for (int k = 0; k < R; k++) {
+        atomic_store(&sh->ran[0], 0);
+        atomic_store(&sh->until_ns, mono_ns() + 10000000LL + (k % 16) * 100000LL);
+        cf_future *blocker = px_submit(ex, proc_spin_until, NULL);
+        cf_future *f = submit_t(ex, proc_count, PX_I2P(0), 0.010, NULL);
+        void *r = NULL;
+        cf_status st = cf_future_result(f, PX_LONG, &r);
+        CHECK_OK(cf_future_wait(blocker, PX_LONG));
+        int ran = atomic_load(&sh->ran[0]);
+        if (st == CF_OK) {
+            CHECK(ran == 1);
+            ran_ok++;
+        } else {
+            CHECK_STATUS(st, CF_DEADLINE);
+            int code = 0;
+            const char *msg = NULL;
+            CHECK_STATUS(cf_future_exception(f, 0, &code, &msg), CF_DEADLINE);
+            if (ran == 0) {
+                PX_CHECK_CONTAINS(msg, "before it started");
+                skipped++;
+            }
+        }
+        cf_future_release(f);
+        cf_future_release(blocker);
+    }
+    printf("test_deadline: %d of %d tasks skipped, %d ran\n", skipped, R, ran_ok);
+    CHECK(skipped >= 1);
+    cf_executor_free(ex);
+    CHECK(atomic_load(&arg_frees) == R);
+    PX_CHECK_NO_CHILDREN();
 }
 
 /* A task sent ahead to a worker behind a task that is killed at its deadline is sent
@@ -444,6 +507,7 @@ int main(void) {
     process_deadlines(g, stop); /* first: pools fork while no other thread runs */
     process_sent_ahead(g, sh);
     process_mixed_deadlines(g, sh);
+    process_skip_races_timer(sh);
     thread_task_past_deadline();
     mixed_deadlines();
     wait_first_exception();

@@ -1068,10 +1068,15 @@ const char *cf_status_name(cf_status s);
  * future whose deadline passed finishes with `CF_DEADLINE` (code `ETIMEDOUT`, a message
  * saying which limit passed and where the task was): at once for a `timeout` of 0 (the
  * task never runs); otherwise on the pool's timer thread, which then runs its done
- * callbacks. On a process pool, a task that has not been started by a worker's parent
- * side thread when its deadline passes never runs. (A task already handed to a worker
- * process, running or sent ahead, is not yet stopped by its deadline in this version: it
- * runs to its end and its future finishes with its own outcome.)
+ * callbacks. Where the task was when its deadline passed:
+ * - not started (queued, or on a process pool sent ahead to a worker): it never runs
+ *   (a worker process skips a task whose deadline has passed);
+ * - running on a thread pool: the future finishes at once, the task runs on to its end
+ *   on its worker, and its result is discarded through `result_free`;
+ * - running in a worker process: the worker is killed (`SIGKILL`), the pool starts a
+ *   new one, and the tasks sent ahead to the killed worker are sent again (none lost);
+ * - running on an MPI rank (`cfutures_mpi.h`): as on a thread pool (a rank is not
+ *   killed; its late result is discarded).
  *
  * When the call fails it has done nothing: neither free function is called and `arg`
  * is still the caller's. Returns `CF_INVALID_ARGUMENT` for NULL `ex`, `task`,

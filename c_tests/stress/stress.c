@@ -14,7 +14,9 @@
  *   callbacks (counting ones, ones that submit more work, add callbacks or release a
  *   reference), retain / release, cf_wait, cf_as_completed and cf_map / cf_map_bytes
  *   over random subsets with duplicates and promises mixed in, worker-count bounds;
- *   continuations (cf_future_then) and cf_when, with their own oracle (then_ops.h).
+ *   continuations (cf_future_then) and cf_when, with their own oracle (then_ops.h); on
+ *   process seeds also private pools whose workers are stopped (op "stop_workers":
+ *   cf_executor_terminate_workers / cf_executor_kill_workers amid deadlines, see there).
  *
  * Invariants checked (a violation prints `stress: FAILED seed=... op=...` and a command
  * that reproduces the op mix, and exits 1; a hang is reported by a stall watchdog):
@@ -1740,6 +1742,273 @@ static void check_owned_counts(void) {
 
 #include "then_ops.h"
 
+/* ---- stopping a private process pool's workers (op "stop_workers", process seeds) --------
+ * A small pool of the op's own (1-3 workers, sometimes max_tasks_per_child 1 or 2) gets a
+ * random mix: plain tasks, owned tasks (arg_free/result_free counted per task), owned
+ * tasks with deadlines of 1-20 ms, endless loops under deadlines of 2-15 ms, tasks that
+ * run 0-6 ms; then, after 0-5 ms, cf_executor_terminate_workers or cf_executor_kill_workers
+ * (sometimes after cf_executor_shutdown without wait, sometimes a second call of either).
+ * The oracle, right after the call: every future done, the worker count 0; a CF_OK task
+ * ran to its end once and is not an endless one; CF_CANCELLED never started; CF_BROKEN
+ * names the signal of the first call; CF_DEADLINE only with a deadline (ETIMEDOUT); a
+ * task that started and did not end (killed) is CF_BROKEN or CF_DEADLINE; no worker that
+ * ran a task is left (not even a zombie of the fork server); a later submit is
+ * CF_SHUTDOWN (and its arg_free not called). After cf_executor_free: arg_free once per
+ * owned task, result_free once per CF_OK owned task (at most once for one whose deadline
+ * passed as its result came back), and the fork server gone. Under ASan these pools are
+ * made before the op threads start (see main), and the op does nothing once they are
+ * used up. */
+#define SW_MAX 24
+#define SW_PER_10000 40 /* op frequency in process runs */
+enum sw_kind { SW_PLAIN, SW_OWNED, SW_DEADLINE, SW_ENDLESS };
+
+typedef struct sw_shm {
+    atomic_int ran[SW_MAX], fin[SW_MAX], pid[SW_MAX];
+    atomic_int spin_us[SW_MAX]; /* -1: endless (30 s at most) */
+    atomic_int server;          /* the workers' parent: the pool's fork server */
+    atomic_int arg_frees[SW_MAX], result_frees[SW_MAX], bad_frees; /* counted in this process */
+} sw_shm;
+
+typedef struct sw_pool {
+    cf_executor *ex;
+    sw_shm *sh;
+    size_t max_workers;
+} sw_pool;
+
+static sw_pool *g_sw_pre; /* made up front under ASan */
+static int g_sw_n_pre;
+static atomic_int g_sw_next_pre, g_sw_ops;
+
+/* A task's argument: its shared block (page-aligned) plus its index. */
+static sw_shm *sw_of(void *a) { return (sw_shm *)((uintptr_t)a & ~(uintptr_t)4095); }
+static int sw_idx(void *a) { return (int)((uintptr_t)a & 4095); }
+
+static void sw_init(void *arg) { atomic_store(&((sw_shm *)arg)->server, (int)getppid()); }
+
+static void *sw_task(void *arg) {
+    sw_shm *sh = sw_of(arg);
+    int i = sw_idx(arg);
+    atomic_store(&sh->pid[i], (int)getpid());
+    atomic_fetch_add(&sh->ran[i], 1);
+    int us = atomic_load(&sh->spin_us[i]);
+    double end = now_s() + (us < 0 ? 30.0 : us * 1e-6);
+    while (now_s() < end) {
+    }
+    atomic_store(&sh->fin[i], 1);
+    return arg;
+}
+
+static void sw_arg_free(void *p) {
+    sw_shm *sh = sw_of(p);
+    if (sw_idx(p) < SW_MAX)
+        atomic_fetch_add(&sh->arg_frees[sw_idx(p)], 1);
+    else
+        atomic_fetch_add(&sh->bad_frees, 1);
+}
+static void sw_result_free(void *p) {
+    sw_shm *sh = sw_of(p);
+    if (sw_idx(p) < SW_MAX)
+        atomic_fetch_add(&sh->result_frees[sw_idx(p)], 1);
+    else
+        atomic_fetch_add(&sh->bad_frees, 1);
+}
+
+static bool sw_make(rng *r, sw_pool *out) {
+    sw_shm *sh = mmap(NULL, sizeof(sw_shm), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(sh != MAP_FAILED, "stop_workers: mmap");
+    cf_executor_options o;
+    memset(&o, 0, sizeof o);
+    o.max_workers = 1 + rndn(r, 3);
+    o.max_tasks_per_child = chance(r, 250) ? 1 + rndn(r, 2) : 0;
+    o.initializer = sw_init;
+    o.initarg = sh;
+    cf_status st = cf_process_pool_new(&o, &out->ex);
+    if (st != CF_OK) {
+        REQUIRE(st == CF_OS_ERROR || st == CF_NO_MEMORY, "stop_workers: cf_process_pool_new: %s", sname(st));
+        munmap(sh, sizeof(sw_shm));
+        return false;
+    }
+    out->sh = sh;
+    out->max_workers = o.max_workers;
+    return true;
+}
+
+/* Is `pid` (still) a child of `parent`, zombie or not? */
+static bool sw_child_of(int pid, int parent) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL) return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    char st;
+    long pp;
+    return p != NULL && sscanf(p + 1, " %c %ld", &st, &pp) == 2 && pp == parent;
+}
+
+static void op_stop_workers(rng *r) {
+    sw_pool p;
+    if (g_sw_pre != NULL) {
+        int k = atomic_fetch_add(&g_sw_next_pre, 1);
+        if (k >= g_sw_n_pre) return;
+        p = g_sw_pre[k];
+    } else if (!sw_make(r, &p)) {
+        return;
+    }
+    atomic_fetch_add(&g_sw_ops, 1);
+    sw_shm *sh = p.sh;
+    int n = 3 + (int)rndn(r, SW_MAX - 3);
+    cf_future *fs[SW_MAX];
+    int kinds[SW_MAX];
+    for (int i = 0; i < n; i++) {
+        int kind = (int)rndn(r, 4);
+        kinds[i] = kind;
+        atomic_store(&sh->spin_us[i], kind == SW_ENDLESS ? -1 : chance(r, 500) ? 0 : (int)rndn(r, 6000));
+        void *arg = (void *)((uintptr_t)sh + (uintptr_t)i);
+        cf_status st;
+        if (kind == SW_PLAIN) {
+            st = cf_submit(p.ex, sw_task, arg, &fs[i]);
+        } else {
+            cf_task t = CF_TASK_INIT;
+            t.fn = sw_task;
+            t.arg = arg;
+            t.arg_free = sw_arg_free;
+            t.result_free = sw_result_free;
+            if (kind == SW_DEADLINE) t.timeout = 0.001 * (1 + rndn(r, 20));
+            if (kind == SW_ENDLESS) t.timeout = 0.001 * (2 + rndn(r, 14));
+            st = cf_submit_task(p.ex, &t, &fs[i]);
+        }
+        REQUIRE(st == CF_OK, "stop_workers: submit %d to a fresh pool: %s", i, sname(st));
+    }
+    sleep_us((long)rndn(r, 5000));
+    if (chance(r, 300)) REQUIRE(cf_executor_shutdown(p.ex, false, chance(r, 500)) == CF_OK, "stop_workers: shutdown");
+    bool term = chance(r, 500);
+    const char *sig = term ? "SIGTERM" : "SIGKILL";
+    cf_status st = term ? cf_executor_terminate_workers(p.ex) : cf_executor_kill_workers(p.ex);
+    REQUIRE(st == CF_OK, "stop_workers: %s: %s", term ? "terminate_workers" : "kill_workers", sname(st));
+    if (chance(r, 250)) {
+        st = chance(r, 500) ? cf_executor_terminate_workers(p.ex) : cf_executor_kill_workers(p.ex);
+        REQUIRE(st == CF_OK, "stop_workers: a second call: %s", sname(st));
+    }
+    size_t wc = cf_executor_worker_count(p.ex);
+    REQUIRE(wc == 0, "stop_workers: %zu workers after the call returned", wc);
+    cf_status outcome[SW_MAX];
+    bool late[SW_MAX];
+    int server = atomic_load(&sh->server), held = 0;
+    for (int i = 0; i < n; i++) {
+        REQUIRE(cf_future_done(fs[i]), "stop_workers: task %d (kind %d) not done after the call returned", i,
+                kinds[i]);
+        int code = 0;
+        const char *msg = NULL;
+        cf_status s = cf_future_exception(fs[i], 0, &code, &msg);
+        int ran = atomic_load(&sh->ran[i]), fin = atomic_load(&sh->fin[i]);
+        outcome[i] = s;
+        late[i] = false;
+        REQUIRE(ran <= 1, "stop_workers: task %d ran %d times", i, ran);
+        switch (s) {
+        case CF_OK: {
+            void *v = NULL;
+            REQUIRE(cf_future_result(fs[i], 0, &v) == CF_OK, "stop_workers: result");
+            REQUIRE(ran == 1 && fin == 1 && kinds[i] != SW_ENDLESS && v == (void *)((uintptr_t)sh + (uintptr_t)i),
+                    "stop_workers: task %d (kind %d) CF_OK with %p, ran %d, ended %d", i, kinds[i], v, ran, fin);
+            break;
+        }
+        case CF_CANCELLED:
+            REQUIRE(ran == 0, "stop_workers: task %d cancelled, but it ran", i);
+            break;
+        case CF_BROKEN:
+            REQUIRE(msg != NULL && strstr(msg, sig) != NULL,
+                    "stop_workers: task %d (kind %d, ran %d): CF_BROKEN does not name %s: %s", i, kinds[i], ran, sig,
+                    msg ? msg : "(null)");
+            break;
+        case CF_DEADLINE:
+            REQUIRE((kinds[i] == SW_DEADLINE || kinds[i] == SW_ENDLESS) && code == ETIMEDOUT,
+                    "stop_workers: task %d (kind %d) CF_DEADLINE, code %d: %s", i, kinds[i], code, msg ? msg : "-");
+            late[i] = fin == 1;
+            break;
+        default:
+            fail("stop_workers: task %d (kind %d) ended %s (%s)", i, kinds[i], sname(s), msg ? msg : "-");
+        }
+        if (ran == 1 && fin == 0)
+            REQUIRE(s == CF_BROKEN || s == CF_DEADLINE, "stop_workers: task %d was killed running, and is %s", i,
+                    sname(s));
+        held += s == CF_BROKEN && ran == 0;
+        int pid = atomic_load(&sh->pid[i]);
+        if (pid != 0 && server != 0)
+            REQUIRE(!sw_child_of(pid, server), "stop_workers: worker %d (task %d) is still a child of the fork "
+                                               "server %d after the call returned", pid, i, server);
+    }
+    /* CF_BROKEN without having started: held by a proxy (sent ahead, or about to be),
+     * at most 8 per worker (src/rt/process/proxy.rs, PIPELINE); the queue was cancelled */
+    REQUIRE(held <= 8 * (int)p.max_workers,
+            "stop_workers: %d tasks CF_BROKEN without having started, on %zu workers: queued tasks were not "
+            "cancelled", held, p.max_workers);
+    cf_future *late_f = NULL;
+    st = cf_submit(p.ex, sw_task, sh, &late_f);
+    REQUIRE(st == CF_SHUTDOWN && late_f == NULL, "stop_workers: a submit after it: %s", sname(st));
+    cf_task t = CF_TASK_INIT;
+    t.fn = sw_task;
+    t.arg = (void *)((uintptr_t)sh + SW_MAX - 1);
+    t.arg_free = sw_arg_free;
+    st = cf_submit_task(p.ex, &t, &late_f);
+    REQUIRE(st == CF_SHUTDOWN && late_f == NULL, "stop_workers: a cf_submit_task after it: %s", sname(st));
+    for (int i = 0; i < n; i++) cf_future_release(fs[i]);
+    cf_executor_free(p.ex);
+    for (int i = 0; i < SW_MAX; i++) {
+        int af = atomic_load(&sh->arg_frees[i]), rf = atomic_load(&sh->result_frees[i]);
+        bool owned = i < n && kinds[i] != SW_PLAIN;
+        REQUIRE(af == (owned ? 1 : 0), "stop_workers: task %d (kind %d): arg_free ran %d times", i,
+                i < n ? kinds[i] : -1, af);
+        int want = owned && outcome[i] == CF_OK ? 1 : 0;
+        REQUIRE(rf == want || (owned && late[i] && rf <= 1),
+                "stop_workers: task %d (kind %d, %s): result_free ran %d times", i, i < n ? kinds[i] : -1,
+                i < n ? sname(outcome[i]) : "-", rf);
+    }
+    REQUIRE(atomic_load(&sh->bad_frees) == 0, "stop_workers: a free function got a pointer no task had");
+    if (server != 0)
+        REQUIRE(!sw_child_of(server, (int)getpid()), "stop_workers: the fork server %d is left after "
+                                                     "cf_executor_free", server);
+    if (g_verbose || getenv("STRESS_DEBUG")) {
+        int c[5] = {0, 0, 0, 0, 0}; /* ok, cancelled, broken, deadline, killed running */
+        for (int i = 0; i < n; i++) {
+            c[0] += outcome[i] == CF_OK;
+            c[1] += outcome[i] == CF_CANCELLED;
+            c[2] += outcome[i] == CF_BROKEN;
+            c[3] += outcome[i] == CF_DEADLINE;
+            c[4] += atomic_load(&sh->ran[i]) == 1 && atomic_load(&sh->fin[i]) == 0;
+        }
+        fprintf(stderr, "stress: stop_workers: %d tasks, %s: %d ok, %d cancelled, %d broken, %d deadline, %d killed running\n",
+                n, sig, c[0], c[1], c[2], c[3], c[4]);
+    }
+    munmap(sh, sizeof(sw_shm));
+}
+
+/* Under ASan: the op's pools, made while no other thread runs (see main). */
+static void sw_prefork(rng *r) {
+#if defined(STRESS_UNDER_ASAN)
+    if (!g_process || skipped("stop_workers")) return;
+    int k = (int)(g_ops * SW_PER_10000 / 10000) + 2;
+    if (k > 16) k = 16;
+    g_sw_pre = calloc((size_t)k, sizeof *g_sw_pre);
+    REQUIRE(g_sw_pre != NULL, "calloc");
+    for (int i = 0; i < k; i++)
+        if (sw_make(r, &g_sw_pre[g_sw_n_pre])) g_sw_n_pre++;
+#else
+    (void)r;
+#endif
+}
+
+/* The pools made up front and not used. */
+static void sw_cleanup(void) {
+    for (int k = atomic_load(&g_sw_next_pre); k < g_sw_n_pre; k++) {
+        cf_executor_free(g_sw_pre[k].ex);
+        munmap(g_sw_pre[k].sh, sizeof(sw_shm));
+    }
+    free(g_sw_pre);
+}
+
 static void do_op(rng *r) {
     uint32_t x = rndn(r, 10000);
     uint32_t rot = g_process ? 60 : 5; /* per 10000 */
@@ -1747,8 +2016,12 @@ static void do_op(rng *r) {
         OP("rotate", op_rotate(r));
         return;
     }
-    if (x < rot + 400) { /* 4%: continuations and combinators (then_ops.h) */
-        if (x < rot + 200) OP("then", op_then(r));
+    if (g_process && x < rot + SW_PER_10000) {
+        OP("stop_workers", op_stop_workers(r));
+        return;
+    }
+    if (x < rot + SW_PER_10000 + 400) { /* 4%: continuations and combinators (then_ops.h) */
+        if (x < rot + SW_PER_10000 + 200) OP("then", op_then(r));
         else OP("when", op_when(r));
         return;
     }
@@ -1887,7 +2160,8 @@ static void usage(void) {
             "          [--prefork N: make N pools before the threads start; rotations use them]\n"
             "          [--skip op,op,...]   (ops: rotate submit submit_bytes promise complete_promise\n"
             "           cancel result exception state callback retain wait as_completed map\n"
-            "           map_bytes map_lazy map_bytes_lazy workers burst then when)\n",
+            "           map_bytes map_lazy map_bytes_lazy workers burst owned stop_workers then\n"
+            "           when)\n",
             g_argv0);
     exit(2);
 }
@@ -1960,6 +2234,8 @@ int main(int argc, char **argv) {
         REQUIRE(g_prefork != NULL, "calloc");
         for (int i = 0; i < prefork; i++) g_prefork[g_n_prefork++] = make_pool(&r0);
     }
+
+    sw_prefork(&r0);
 
     pthread_t wd, comp[2], th[64];
     pthread_create(&wd, NULL, watchdog_main, NULL);
@@ -2057,6 +2333,7 @@ int main(int argc, char **argv) {
     }
     check_owned_counts();
     check_thens();
+    sw_cleanup();
     atomic_store(&g_finished, true);
     pthread_join(wd, NULL);
     printf("stress: OK seed=%" PRIu64 " ops=%ld pools=%s threads=%d futures=%ld (cancelled %ld, failed "

@@ -165,6 +165,9 @@ pub(crate) enum Where {
     OnThread,
     /// It was running in the worker process with this pid, which was killed.
     InProcess(i32),
+    /// It was running in the worker process with this pid, which died of something else
+    /// (killed from outside, crashed, or stopped by `cf_executor_kill_workers`).
+    Died(i32),
     /// It had ended in the worker process with this pid, and its answer was on the way
     /// (the late result is discarded).
     Returning(i32),
@@ -181,6 +184,7 @@ pub(crate) fn deadline_outcome(timeout: f64, at: Where) -> Outcome {
         Where::InProcess(pid) => {
             format!("while it ran in worker process {pid}, which was killed (SIGKILL)")
         }
+        Where::Died(pid) => format!("while it ran in worker process {pid}, which died"),
         Where::Returning(pid) => format!(
             "as its result came back from worker process {pid}; the result will be \
              discarded"

@@ -13,17 +13,19 @@
 //!   forgets it once its answer is read or the worker is buried.
 //! - A worker gets, with its first such task, a *watch*: one shared word in a memfd
 //!   mapping (`K_WATCH`, the memfd passed with `SCM_RIGHTS`, as for the arena; both
-//!   mappings `MADV_DONTFORK`). The word is `seq << 2 | state`, state IDLE, RUNNING or
-//!   KILLED. For a task with a deadline the worker `begin`s: it stores RUNNING(seq),
-//!   then reads the clock: a deadline passed means the task never runs (IDLE again, and
-//!   the answer says `CF_DEADLINE`). Otherwise it runs the task and `end`s: RUNNING(seq)
-//!   → IDLE(seq) by compare-and-swap, and only then sends the answer. A CAS that fails
-//!   found KILLED(seq): the worker sends nothing and waits for its `SIGKILL`.
+//!   mappings `MADV_DONTFORK`). The word is `seq << 2 | state`, state IDLE, RUNNING,
+//!   KILLED or SKIPPED. For a task with a deadline the worker `begin`s: a deadline
+//!   already passed means the task never runs (SKIPPED(seq), and the answer says
+//!   `CF_DEADLINE`); otherwise it stores RUNNING(seq), then reads the clock again: passed
+//!   now, the task never runs either (RUNNING(seq) → SKIPPED(seq) by compare-and-swap). Otherwise it runs the task and `end`s: RUNNING(seq) → IDLE(seq) by
+//!   compare-and-swap, and only then sends the answer. A CAS that fails found
+//!   KILLED(seq): the worker sends nothing and waits for its `SIGKILL`.
 //! - The timer, once the deadline of a task a proxy took has passed (`strike`), looks
 //!   the task up and, under the watch's lock, reads the word: RUNNING(seq) → CAS to
 //!   KILLED(seq) and `SIGKILL` the worker (the task was running: it is killed with its
 //!   worker, which runs nothing after it); a lower seq → the worker has not reached the
-//!   task, and when it does, its clock is past the deadline, so it skips it; a higher
+//!   task, and when it does, its clock is past the deadline, so it skips it; SKIPPED(seq)
+//!   → the worker got there first and skipped it (it never started); a higher
 //!   seq or IDLE(seq) → the task ended in the worker and its answer is on the way (the
 //!   late result is discarded through `result_free`, as for a thread pool). Not
 //!   registered → still in the proxy, which drops a task whose deadline passed before
@@ -67,6 +69,8 @@ pub(super) const WATCH_SIZE: usize = 4096;
 const IDLE: u64 = 0;
 const RUNNING: u64 = 1;
 const KILLED: u64 = 2;
+/// The worker found the task's deadline passed before starting it (`begin`).
+const SKIPPED: u64 = 3;
 
 fn word(seq: u64, state: u64) -> u64 {
     (seq << 2) | state
@@ -123,6 +127,10 @@ pub(crate) struct Watch {
     /// The worker's pid and the mapping; `None` once the link is dropped (the worker is
     /// about to be reaped: its pid may not be signalled any more).
     live: Mutex<Option<(i32, Mapping)>>,
+    /// Once closed: the pid and the word as the worker left it (lock order: `live`, then
+    /// this), so that a deadline passing after the worker died still says where its task
+    /// was.
+    last: Mutex<Option<(i32, u64)>>,
 }
 
 impl Watch {
@@ -142,14 +150,17 @@ impl Watch {
         };
         let watch = Arc::new(Watch {
             live: Mutex::new(Some((pid, map))),
+            last: Mutex::new(None),
         });
         Ok((watch, fd))
     }
 
     /// The worker is about to be reaped: no signal may be sent to its pid from now on.
     pub(super) fn close(&self) {
-        let gone = lock(&self.live).take();
-        drop(gone);
+        let mut live = lock(&self.live);
+        if let Some((pid, map)) = live.take() {
+            *lock(&self.last) = Some((pid, word_of(&map).load(Ordering::SeqCst)));
+        }
     }
 
     /// Whether the timer killed the worker for the task `seq` (see the module comment).
@@ -164,8 +175,16 @@ impl Watch {
     fn strike(&self, seq: u64) -> Where {
         let live = lock(&self.live);
         let Some((pid, map)) = live.as_ref() else {
-            // The worker is gone: the task was sent again (not started) or failed with it.
-            return Where::NotStarted;
+            // The worker is gone. Running the task then (not killed by us: that is
+            // KILLED(seq)): the task failed with it, and its proxy is failing its future;
+            // otherwise it had not started (it is sent again) or had ended in the worker.
+            return match *lock(&self.last) {
+                Some((pid, last)) if last == word(seq, RUNNING) => Where::Died(pid),
+                Some((pid, last)) if last >> 2 >= seq && last != word(seq, SKIPPED) => {
+                    Where::Returning(pid)
+                }
+                _ => Where::NotStarted,
+            };
         };
         let w = word_of(map);
         let cur = w.load(Ordering::SeqCst);
@@ -178,8 +197,9 @@ impl Watch {
             }
             return Where::InProcess(*pid);
         }
-        // (A failed CAS found IDLE(seq): the task ended.)
-        if w.load(Ordering::SeqCst) >> 2 < seq {
+        // (A failed CAS found IDLE(seq): the task ended; or SKIPPED(seq): it never started.)
+        let now = w.load(Ordering::SeqCst);
+        if now >> 2 < seq || now == word(seq, SKIPPED) {
             Where::NotStarted
         } else {
             Where::Returning(*pid)
@@ -226,12 +246,19 @@ impl Registry {
 }
 
 /// The worker's side: a task with a deadline, number `seq`, is about to run. `false`
-/// when its deadline `at` has passed: it does not run (the word is IDLE again).
+/// when its deadline `at` has passed: it does not run (the word says SKIPPED(seq), so
+/// that the timer, if it looks now, says the task never started).
 pub(super) fn begin(map: &Mapping, seq: u64, at: u64) -> bool {
     let w = word_of(map);
+    if mono_ns() >= at {
+        // Passed already: skipped without ever looking as if it ran (the word is not
+        // RUNNING(seq), so the timer cannot have claimed it).
+        w.store(word(seq, SKIPPED), Ordering::SeqCst);
+        return false;
+    }
     w.store(word(seq, RUNNING), Ordering::SeqCst);
     if mono_ns() >= at {
-        end(map, seq);
+        leave(w, seq, SKIPPED);
         return false;
     }
     true
@@ -240,10 +267,14 @@ pub(super) fn begin(map: &Mapping, seq: u64, at: u64) -> bool {
 /// The worker's side: task `seq` ended. If the timer killed us for it meanwhile, nothing
 /// more may happen here (no answer, no next task): wait for the signal.
 pub(super) fn end(map: &Mapping, seq: u64) {
-    let w = word_of(map);
+    leave(word_of(map), seq, IDLE);
+}
+
+/// RUNNING(seq) → `state`(seq); a failed CAS found KILLED(seq): wait for the `SIGKILL`.
+fn leave(w: &AtomicU64, seq: u64, state: u64) {
     if w.compare_exchange(
         word(seq, RUNNING),
-        word(seq, IDLE),
+        word(seq, state),
         Ordering::SeqCst,
         Ordering::SeqCst,
     )

@@ -447,13 +447,22 @@ impl Proxy<'_> {
                     &format!("{} before the task ran", stop_message(sig)),
                 ));
             }
-            let w = self.transport.start(&name).map_err(|e| {
-                Failure::new(
-                    CF_BROKEN,
-                    e.raw_os_error().unwrap_or(0),
-                    &format!("could not start a worker process: {e}"),
-                )
-            })?;
+            let w = self
+                .transport
+                .start(&name)
+                .map_err(|e| match self.stop_signal() {
+                    // Stopped since the check above: the server refused the start for that.
+                    Some(sig) => Failure::new(
+                        CF_BROKEN,
+                        0,
+                        &format!("{} before the task ran", stop_message(sig)),
+                    ),
+                    None => Failure::new(
+                        CF_BROKEN,
+                        e.raw_os_error().unwrap_or(0),
+                        &format!("could not start a worker process: {e}"),
+                    ),
+                })?;
             match self.ready(w) {
                 Ok(w) => return Ok(w),
                 Err(StartError::Died(how)) => {
