@@ -189,9 +189,10 @@ template <class Rep, class Period> double seconds(std::chrono::duration<Rep, Per
 
 /// A value kept in the result pointer itself: trivially copyable, no larger than it.
 template <class T>
-inline constexpr bool is_inline_v = std::is_void_v<T> ||
-                                    (std::is_trivially_copyable_v<T> && sizeof(T) <= sizeof(void *) &&
-                                     alignof(T) <= alignof(void *));
+struct is_inline
+    : std::bool_constant<std::is_trivially_copyable_v<T> && sizeof(T) <= sizeof(void *) && alignof(T) <= alignof(void *)> {};
+template <> struct is_inline<void> : std::true_type {};
+template <class T> inline constexpr bool is_inline_v = is_inline<T>::value;
 
 template <class T> void *pack(const T &v) noexcept {
     void *p = nullptr;
@@ -698,7 +699,6 @@ public:
         fut.f_ = nullptr;
         fut.src_ = nullptr;
     }
-    static T &mutable_value(const future<T> &fut) { return const_cast<T &>(fut.result()); }
 };
 
 /// Calls `fn(view)` with a future<T> over the borrowed `f`.
