@@ -520,7 +520,9 @@ public:
     /// valid() and native_handle() then throws std::invalid_argument (or returns
     /// false, for the bool queries).
     future() noexcept = default;
-    future(const future &o) noexcept : f_(cf_future_retain(o.f_)), src_(cf_future_retain(o.src_)) {}
+    future(const future &o) noexcept
+        : f_(o.f_ != nullptr ? cf_future_retain(o.f_) : nullptr),
+          src_(o.src_ != nullptr ? cf_future_retain(o.src_) : nullptr) {}
     future(future &&o) noexcept : f_(std::exchange(o.f_, nullptr)), src_(std::exchange(o.src_, nullptr)) {}
     future &operator=(const future &o) noexcept {
         if (this != &o) {
@@ -537,8 +539,8 @@ public:
         return *this;
     }
     ~future() {
-        cf_future_release(src_);
-        cf_future_release(f_);
+        if (src_ != nullptr) cf_future_release(src_);
+        if (f_ != nullptr) cf_future_release(f_);
     }
 
     /// True unless default-constructed or moved from.

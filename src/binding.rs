@@ -179,13 +179,15 @@ pub unsafe extern "C" fn cf_future_result_ref(
         if !core.wait(d) {
             return CF_TIMEOUT;
         }
-        let Some(outcome) = core.outcome() else { return CF_CANCELLED };
-        if let Some((status, _, _)) = outcome.error() {
-            return status;
+        if let Some(slot) = core.value_slot() {
+            // SAFETY: non-NULL and writable (contract).
+            unsafe { *result = slot };
+            return CF_OK;
         }
-        let Some(slot) = core.value_slot() else { return CF_INVALID_ARGUMENT };
-        // SAFETY: non-NULL and writable (contract).
-        unsafe { *result = slot };
-        CF_OK
+        let Some(outcome) = core.outcome() else { return CF_CANCELLED };
+        match outcome.error() {
+            Some((status, _, _)) => status,
+            None => CF_INVALID_ARGUMENT, // a byte or map result: not a pointer
+        }
     }
 }
