@@ -194,9 +194,28 @@ struct is_inline
 template <> struct is_inline<void> : std::true_type {};
 template <class T> inline constexpr bool is_inline_v = is_inline<T>::value;
 
+/// Copies the bytes of a trivially copyable `v` to `out` (sizeof(T) bytes), its padding
+/// (and an empty class's one byte) as zeros, so that what travels to a worker process is
+/// fully defined (memory checkers follow every byte).
+template <class T> void bytes_of(const T &v, void *out) noexcept {
+    if constexpr (std::is_empty_v<T>) {
+        std::memset(out, 0, sizeof(T));
+    } else {
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_clear_padding)
+        T copy = v;
+        __builtin_clear_padding(&copy);
+        std::memcpy(out, static_cast<const void *>(&copy), sizeof(T));
+        return;
+#endif
+#endif
+        std::memcpy(out, static_cast<const void *>(&v), sizeof(T));
+    }
+}
+
 template <class T> void *pack(const T &v) noexcept {
     void *p = nullptr;
-    std::memcpy(static_cast<void *>(&p), static_cast<const void *>(&v), sizeof(T));
+    bytes_of(v, &p);
     return p;
 }
 
@@ -349,7 +368,9 @@ struct writer {
             put_size(v.size());
             put(v.data(), v.size() * sizeof(typename T::value_type));
         } else {
-            put(&v, sizeof(T));
+            unsigned char b[sizeof(T)];
+            bytes_of(v, b);
+            put(b, sizeof(T));
         }
     }
     /// Hands the buffer over (to the library, which frees it with free).
@@ -1074,7 +1095,7 @@ protected:
         } else {
             detail::writer w;
             F f(std::forward<G>(g));
-            w.put(static_cast<const void *>(std::addressof(f)), sizeof(F));
+            w.put_value(f);
             (w.put_value(static_cast<const A &>(A(std::forward<B>(b)))), ...);
             cf_future *p = detail::new_promise();
             cf_future *src = nullptr;
@@ -1438,7 +1459,7 @@ private:
         if (process_) {
             if constexpr (Travel) {
             writer w;
-            w.put(static_cast<const void *>(fn_.get()), sizeof(Fn));
+            w.put_value(*fn_);
             w.put_size(items.size());
             for (const In &x : items) w.put_value(x);
             cf_status s = cf_submit_bytes(ex_, &run_chunk_bytes<Fn, In, R>, w.data, w.len, &f);
