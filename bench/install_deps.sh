@@ -3,7 +3,7 @@
 # Debian packages: anchors (Boost.Asio, Boost.Thread, GLib, oneTBB, libuv), the toolchain, gnuplot for the plot.
 set -u
 need=()
-for p in g++ make pkg-config libboost-dev libboost-thread-dev libglib2.0-dev libtbb-dev libuv1-dev gnuplot-nox; do
+for p in g++ make pkg-config libboost-dev libboost-thread-dev libglib2.0-dev libtbb-dev libuv1-dev libthread-pool-dev gnuplot-nox; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
         need+=("$p")
     fi

@@ -11,7 +11,11 @@ import statistics
 import subprocess
 import sys
 
-IMPLS = ["cfutures", "asio", "glib", "tbb", "libuv", "rust-threadpool", "py-threads", "py-processes", "boost-thread"]
+IMPLS = ["cfutures", "asio", "glib", "tbb", "libuv", "rust-threadpool", "py-threads", "py-processes", "boost-thread",
+         "cfutures-cxx", "std-async", "thread-pool"]
+# The C++ face's rows: cfutures-cxx against the C API and the C++ anchors (see CXX_ROWS below).
+CXX_WORKLOADS = ["W1", "W2", "W5", "W9"]
+CXX_ANCHORS = ["cfutures", "boost-thread", "std-async", "thread-pool"]
 ANCHORS = IMPLS[1:]
 TITLES = {
     "cfutures": "cfutures",
@@ -23,6 +27,9 @@ TITLES = {
     "py-threads": "CPython threads",
     "py-processes": "CPython processes",
     "boost-thread": "Boost.Thread",
+    "cfutures-cxx": "cfutures C++",
+    "std-async": "std::async",
+    "thread-pool": "libthread-pool",
 }
 WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-lazy", "W3-c10", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W10-g10", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4", "D1-p50", "D1-p99", "D1-idle", "D1-proc-p50", "D1-proc-p99"]
 DESCR = {
@@ -185,9 +192,9 @@ def main():
 
     idle_marks = False
 
-    def ratio(w, anchor):
+    def ratio(w, anchor, base="cfutures"):
         nonlocal idle_marks
-        c, x = (w, "cfutures"), (w, anchor)
+        c, x = (w, base), (w, anchor)
         if x in fails or c in fails:
             return "FAIL", None
         if x not in med:
@@ -254,6 +261,19 @@ def main():
         P("| " + " | ".join([w] + cells) + " |")
         plot_rows.append((w, nums))
     P("")
+    cxx_rows = [w for w in CXX_WORKLOADS if (w, "cfutures-cxx") in med]
+    if cxx_rows:
+        cols = [x for x in CXX_ANCHORS if x in impls]
+        P("## The C++ face: cfutures C++ ÷ anchor (same orientation: > 1 favours cfutures C++)")
+        P("")
+        P("`cfutures C++` is `include/cfutures.hpp` (cf::thread_pool and lambdas); its column "
+          "against `cfutures` (the C API, same run) is the wrapper's cost: 1.00 costs nothing, 0.90 is 10% slower.")
+        P("")
+        P("| " + " | ".join(["workload"] + [TITLES[i] + (" (C API)" if i == "cfutures" else "") for i in cols]) + " |")
+        P("|" + "|".join(["---"] + ["--:"] * len(cols)) + "|")
+        for w in cxx_rows:
+            P("| " + " | ".join([w] + [ratio(w, x, "cfutures-cxx")[0] for x in cols]) + " |")
+        P("")
     if idle_marks:
         P("† both used under 1 ms of CPU in the whole idle interval: both are idle, the ratio is noise.")
         P("")

@@ -102,14 +102,22 @@ cp -f "$ROOT/target/release/libcfutures.so" "$BUILD/lib/libcfutures.so"
 ln -sf libcfutures.so "$BUILD/lib/libcfutures.so.0"
 
 log "building the C/C++ programs (make -C bench, -O2)"
-for t in cf probe asio glib tbb uv boost; do
+for t in cf probe asio glib tbb uv boost cxx stdcxx; do
     if ! make -C "$BENCH_DIR" -s "$t" CF_LIB="$BUILD/lib" >> "$BUILD_LOG" 2>&1; then
         log "  $t: build failed (see $BUILD_LOG)"
     fi
 done
 
-declare -A PROG=([cfutures]=bench_cf [asio]=bench_asio [glib]=bench_glib [tbb]=bench_tbb [libuv]=bench_uv [boost-thread]=bench_boost)
-declare -A PKG=([boost-thread]="libboost-thread-dev" [asio]="libboost-dev" [glib]="libglib2.0-dev" [tbb]="libtbb-dev" [libuv]="libuv1-dev")
+declare -A PROG=([cfutures]=bench_cf [asio]=bench_asio [glib]=bench_glib [tbb]=bench_tbb [libuv]=bench_uv [boost-thread]=bench_boost [cfutures-cxx]=bench_cxx)
+declare -A PKG=([boost-thread]="libboost-thread-dev" [asio]="libboost-dev" [glib]="libglib2.0-dev" [tbb]="libtbb-dev" [libuv]="libuv1-dev" [thread-pool]="libthread-pool-dev")
+# std::async and libthread-pool-dev share one program, told apart by its first argument.
+for impl in std-async thread-pool; do
+    if [ -x "$BUILD/bench_stdcxx" ]; then
+        BIN[$impl]="$BUILD/bench_stdcxx $impl"
+    else
+        NOT_BUILT[$impl]="not built: bench_stdcxx failed to compile (is libthread-pool-dev installed? see bench/build/build.log)"
+    fi
+done
 for impl in "${!PROG[@]}"; do
     if [ -x "$BUILD/${PROG[$impl]}" ]; then
         BIN[$impl]="$BUILD/${PROG[$impl]}"
@@ -184,7 +192,9 @@ for ((rep = 1; rep <= REPS; rep++)); do
             P1-*) impls=("${PROCESS_IMPLS[@]}") ;;
             W3-1|W3-lazy) impls=(cfutures) ;; # cfutures' own variants of W3 (see report.py)
             # Continuations and fan-in: Boost.Thread's future::then / when_all.
-            W9|W10|W10-g10) impls=(cfutures boost-thread) ;;
+            W9) impls=(cfutures cfutures-cxx boost-thread) ;;
+            W10|W10-g10) impls=(cfutures boost-thread) ;;
+            W1|W2|W5) impls=("${THREAD_IMPLS[@]}" cfutures-cxx boost-thread std-async thread-pool) ;;
             # ThreadPoolExecutor.map ignores chunksize: CPython's W3 row applies.
             W3-c10) impls=(cfutures asio glib tbb libuv rust-threadpool) ;;
             *) impls=("${THREAD_IMPLS[@]}") ;;

@@ -173,6 +173,17 @@ typedef struct cf_future cf_future;
 typedef struct cf_map cf_map;
 
 /**
+ * A function that frees what a pointer points to, such as `free`: called exactly once
+ * with the pointer it was given for (`cf_task.arg_free`, `cf_task.result_free`,
+ * `cf_future_set_result_owned`, `cf_future_add_done_callback_owned`).
+ *
+ * It may run on any thread (a worker, the thread that cancels or releases a future, a
+ * pool's timer thread), so it must be safe to call there. It must not unwind out of its
+ * frame. `cf_raise` inside it does nothing.
+ */
+typedef void (*cf_free_fn)(void *p);
+
+/**
  * The outcome of a call that can fail, and the way a future ended.
  *
  * A fixed-width integer rather than a C enum, so that any value C passes in (for
@@ -290,17 +301,6 @@ typedef bool (*cf_next_fn)(void *state, void **item);
  * is: in the thread that makes or reads the map, never concurrently.
  */
 typedef bool (*cf_next_bytes_fn)(void *state, const void **data, size_t *len);
-
-/**
- * A function that frees what a pointer points to, such as `free`: called exactly once
- * with the pointer it was given for (`cf_task.arg_free`, `cf_task.result_free`,
- * `cf_future_set_result_owned`, `cf_future_add_done_callback_owned`).
- *
- * It may run on any thread (a worker, the thread that cancels or releases a future, a
- * pool's timer thread), so it must be safe to call there. It must not unwind out of its
- * frame. `cf_raise` inside it does nothing.
- */
-typedef void (*cf_free_fn)(void *p);
 
 /**
  * A task described in full, for `cf_submit_task`: the function and its argument, how to
@@ -480,6 +480,75 @@ typedef uint32_t cf_return_when;
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Fails the running task (or initializer) like `cf_raise(code, message)`, and attaches
+ * `payload`, an object of the caller's, to the failure.
+ *
+ * The failure owns the payload: `payload_free(payload)` is called exactly once, when the
+ * failure is dropped: when the future's last reference is released, when a later
+ * `cf_raise` or `cf_raise_payload` in the same task replaces this failure (the last call
+ * wins), or, outside a task or initializer (where `cf_raise` does nothing), at once,
+ * in this thread, before the call returns. `payload_free` may be NULL (nothing is then
+ * called; the payload is still readable). `cf_future_exception_payload` reads it back.
+ *
+ * The payload is a pointer into this process: it does not cross a process boundary. A
+ * task on a process pool that calls this fails with `code` and `message` in the parent,
+ * without a payload (`cf_future_exception_payload` gives NULL there), and the payload is
+ * freed in the worker, once the failure has been sent. In an initializer the payload is
+ * freed with the failure that breaks the executor. Always returns NULL.
+ *
+ * `message` may be NULL; otherwise it must be a NUL-terminated string, which is copied.
+ */
+void *cf_raise_payload(int code, const char *message, void *payload, cf_free_fn payload_free);
+
+/**
+ * Finishes the promise `f` as failed, like `cf_future_set_exception(f, code, message)`,
+ * with `payload` attached: readers get `CF_TASK_FAILED`, and
+ * `cf_future_exception_payload` gives `payload`. Waiters wake and done callbacks run in
+ * this thread before the call returns.
+ *
+ * The library owns the payload from this call on, whatever it returns except
+ * `CF_INVALID_ARGUMENT`: `payload_free(payload)` is called exactly once, when the
+ * future's last reference is released; or, when the call fails with `CF_INVALID_STATE`
+ * (`f` already done) or `CF_NO_MEMORY` (the error or its message could not be
+ * allocated; `f` is left as it was), at once, in this thread. `CF_INVALID_ARGUMENT`
+ * (NULL `f`): nothing is called. `payload_free` may be NULL (nothing to free).
+ */
+cf_status cf_future_set_exception_payload(struct cf_future *f,
+                                          int code,
+                                          const char *message,
+                                          void *payload,
+                                          cf_free_fn payload_free);
+
+/**
+ * Waits like `cf_future_exception`, then gives the failure's payload (the `payload` of
+ * `cf_raise_payload` or `cf_future_set_exception_payload`) and the function that frees
+ * it, which tells a binding whose payload it is.
+ *
+ * Returns the same status as `cf_future_result`. With `CF_TASK_FAILED` it writes
+ * `*payload`, and `*payload_free` when `payload_free` is not NULL: the payload and its
+ * free function, or NULL and NULL when the failure has none (a plain `cf_raise`, a
+ * failure that came from a process-pool worker). The payload is owned by the future,
+ * valid while the future lives; do not free it. With any other status nothing is
+ * written. `f` and `payload` must not be NULL (`CF_INVALID_ARGUMENT`, nothing written).
+ */
+cf_status cf_future_exception_payload(struct cf_future *f,
+                                      double timeout,
+                                      void **payload,
+                                      cf_free_fn *payload_free);
+
+/**
+ * Waits like `cf_future_result`, then lends out where the future keeps its result:
+ * `*result` points at the pointer-sized value the task returned (or the promise was set
+ * to), inside the future, so that the value can be read by reference. The address is
+ * valid, and the value unchanged, while the future lives.
+ *
+ * Statuses as `cf_future_result`; `*result` is written only with `CF_OK`. Returns
+ * `CF_INVALID_ARGUMENT` also for a byte-task future (read it with
+ * `cf_future_result_bytes`) or a map's; for NULL `f` or `result`, or a NaN timeout.
+ */
+cf_status cf_future_result_ref(struct cf_future *f, double timeout, void *const **result);
 
 /**
  * Creates a thread pool: Python's `ThreadPoolExecutor`.

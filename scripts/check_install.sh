@@ -39,6 +39,8 @@ fi
 
 cmp -s "$incdir/cfutures.h" "$root/include/cfutures.h" ||
     fail "$incdir/cfutures.h is missing or differs from include/cfutures.h"
+cmp -s "$incdir/cfutures.hpp" "$root/include/cfutures.hpp" ||
+    fail "$incdir/cfutures.hpp is missing or differs from include/cfutures.hpp"
 
 for f in cmake/cfutures/cfuturesConfig.cmake cmake/cfutures/cfuturesConfigVersion.cmake \
     pkgconfig/cfutures.pc; do
@@ -56,4 +58,4 @@ if [ "$failed" -ne 0 ]; then
     exit 1
 fi
 echo "check_install: $prefix has libcfutures.so.$version (SONAME libcfutures.so.$major)," \
-    "its symlinks, libcfutures.a, cfutures.h, the CMake package and cfutures.pc"
+    "its symlinks, libcfutures.a, cfutures.h, cfutures.hpp, the CMake package and cfutures.pc"

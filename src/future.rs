@@ -385,7 +385,7 @@ pub unsafe extern "C" fn cf_future_set_exception(
             let Some(copy) = try_cstring(bytes) else { return CF_NO_MEMORY };
             Some(Message::Owned(copy))
         };
-        let failure = Failure { status: CF_TASK_FAILED, code, message };
+        let failure = Failure { status: CF_TASK_FAILED, code, message, payload: None };
         let Ok(failure) = try_box(failure) else { return CF_NO_MEMORY };
         match core.finish(Outcome::Failed(failure)) {
             Ok(()) => CF_OK,

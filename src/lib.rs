@@ -18,6 +18,7 @@
 mod ffi;
 mod rt;
 
+pub mod binding;
 pub mod executor;
 pub mod future;
 pub mod map;

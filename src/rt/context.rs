@@ -5,6 +5,7 @@
 //! done callback fired from inside a task, save and restore the outer context).
 
 use super::{
+    owned::OwnedValue,
     shared::try_cstring,
     sync::thread_local,
     task::{Message, RAISE_NO_MEMORY_MESSAGE},
@@ -21,6 +22,8 @@ use std::{
 pub(crate) struct Raised {
     pub(crate) code: c_int,
     pub(crate) message: Option<Message>,
+    /// `cf_raise_payload`'s payload, freed when the failure that carries it is dropped.
+    pub(crate) payload: Option<OwnedValue>,
 }
 
 thread_local! {
@@ -88,6 +91,20 @@ pub(crate) fn call_callback(f: impl FnOnce()) {
 /// # Safety
 /// `message` is NULL or a NUL-terminated string.
 pub(crate) unsafe fn raise(code: c_int, message: *const c_char) {
+    // SAFETY: as this function's.
+    unsafe { raise_payload(code, message, None) }
+}
+
+/// `cf_raise_payload`: as `raise`, with a payload the failure owns; outside a task the
+/// payload is dropped (freed) at once.
+///
+/// # Safety
+/// `message` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn raise_payload(
+    code: c_int,
+    message: *const c_char,
+    payload: Option<OwnedValue>,
+) {
     let slot = CURRENT.with(|c| c.get());
     if slot.is_null() {
         return;
@@ -102,5 +119,11 @@ pub(crate) unsafe fn raise(code: c_int, message: *const c_char) {
     };
     // SAFETY: `slot` points at the `Option<Raised>` on the stack of `call_task`, which is
     // still running on this thread (it restores the previous pointer before returning).
-    unsafe { *slot = Some(Raised { code, message }) };
+    unsafe {
+        *slot = Some(Raised {
+            code,
+            message,
+            payload,
+        })
+    };
 }

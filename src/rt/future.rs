@@ -324,6 +324,24 @@ impl Core {
         o
     }
 
+    /// Where a finished future keeps its pointer result (`cf_future_result_ref`): an
+    /// address inside this core, stable until the core is freed; `None` otherwise.
+    pub(crate) fn value_slot(&self) -> Option<*const *mut c_void> {
+        // Acquire: as in `outcome`.
+        let state = self.state.load(Ordering::Acquire);
+        if state & PHASE != FINISHED {
+            return None;
+        }
+        // SAFETY: as in `outcome`: the slot is not written again until drop.
+        self.slot.with(|slot| unsafe {
+            match Kind::of(state) {
+                Kind::Value => Some((*slot).get::<*mut c_void>() as *const *mut c_void),
+                Kind::OwnedValue => Some(&raw const (*slot).get::<OwnedValue>().value),
+                _ => None,
+            }
+        })
+    }
+
     /// PENDING → RUNNING. `Ok(())` if this call moved it; otherwise the phase it is in.
     pub(crate) fn set_running(&self) -> Result<(), Phase> {
         // AcqRel: the winner owns the slot (a task stays in it: see `start`).

@@ -36,7 +36,7 @@ fn call_free(f: FreeFn, p: *mut c_void) {
 #[derive(Debug)]
 pub(crate) struct OwnedValue {
     pub(crate) value: *mut c_void,
-    free: FreeFn,
+    pub(crate) free: FreeFn,
 }
 
 impl OwnedValue {

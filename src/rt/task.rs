@@ -160,6 +160,9 @@ pub(crate) struct Failure {
     pub(crate) status: cf_status,
     pub(crate) code: c_int,
     pub(crate) message: Option<Message>,
+    /// What `cf_raise_payload` attached (freed with the failure); never crosses a
+    /// process boundary.
+    pub(crate) payload: Option<super::owned::OwnedValue>,
 }
 
 impl Failure {
@@ -172,12 +175,13 @@ impl Failure {
             message: CString::new(message.replace('\0', " "))
                 .ok()
                 .map(Message::Owned),
+            payload: None,
         })
     }
 
     fn from_user(e: UserError) -> Outcome {
         match e {
-            UserError::Raised(r) => Outcome::failed_with(CF_TASK_FAILED, r.code, r.message),
+            UserError::Raised(r) => Outcome::failed_raised(CF_TASK_FAILED, r),
             UserError::Unwound => Outcome::failed(
                 CF_TASK_FAILED,
                 0,
@@ -228,10 +232,29 @@ impl Outcome {
 
     /// A failure with the given message; `Degraded` when memory runs out.
     pub(crate) fn failed_with(status: cf_status, code: c_int, message: Option<Message>) -> Outcome {
+        Outcome::failed_raised(
+            status,
+            super::context::Raised {
+                code,
+                message,
+                payload: None,
+            },
+        )
+    }
+
+    /// A failure from what a task raised (its payload included); `Degraded` when memory
+    /// runs out (the payload is then freed).
+    pub(crate) fn failed_raised(status: cf_status, r: super::context::Raised) -> Outcome {
+        let super::context::Raised {
+            code,
+            message,
+            payload,
+        } = r;
         match try_box(Failure {
             status,
             code,
             message,
+            payload,
         }) {
             Ok(f) => Outcome::Failed(f),
             Err(_) => Outcome::Degraded(status, code),
@@ -285,6 +308,18 @@ impl OutcomeRef<'_> {
 }
 
 impl Failure {
+    /// The function that frees the payload (`None` if none).
+    pub(crate) fn payload_free(&self) -> Option<super::owned::FreeFn> {
+        self.payload.as_ref().map(|p| p.free)
+    }
+
+    /// The payload of `cf_raise_payload` (NULL if none), owned by the failure.
+    pub(crate) fn payload_ptr(&self) -> *mut c_void {
+        self.payload
+            .as_ref()
+            .map_or(std::ptr::null_mut(), |p| p.value)
+    }
+
     /// The message as a C string (NULL if none), owned by the failure.
     pub(crate) fn message_ptr(&self) -> *const c_char {
         self.message

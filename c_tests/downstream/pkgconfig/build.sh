@@ -37,3 +37,8 @@ mkdir -p "$outdir"
 "${CC:-cc}" -std=c11 -Wall -Wextra -Werror -pedantic \
     "$here/main.c" -o "$outdir/app" $(pkg-config --cflags --libs cfutures)
 echo "built $outdir/app"
+# The same flags serve a C++ program (cfutures.hpp sits next to cfutures.h).
+# shellcheck disable=SC2046
+"${CXX:-c++}" -std=c++17 -Wall -Wextra -Werror -pedantic \
+    "$here/main.cpp" -o "$outdir/app_cxx" $(pkg-config --cflags --libs cfutures)
+echo "built $outdir/app_cxx"

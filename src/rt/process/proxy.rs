@@ -118,10 +118,12 @@ impl Proxy<'_> {
                     Some(Outcome::Failed(f)) => Raised {
                         code: f.code,
                         message: f.message,
+                        payload: None,
                     },
                     _ => Raised {
                         code: 0,
                         message: None,
+                        payload: None,
                     },
                 };
                 // The worker exits by itself after reporting; reap it.
@@ -140,6 +142,7 @@ impl Proxy<'_> {
             return Err(StartError::InitFailed(UserError::Raised(Raised {
                 code: 0,
                 message: CString::new(message).ok().map(Into::into),
+                payload: None,
             })));
         }
         Err(StartError::Died(error))

@@ -197,6 +197,7 @@ pub(super) fn encode_outcome(v: &mut Vec<u8>, o: &Outcome) {
                             status: f.status,
                             code: f.code,
                             message: f.message.clone(),
+                            payload: None,
                         })),
                     );
                 }
@@ -280,6 +281,7 @@ pub(super) fn decode_outcome(r: &mut Reader<'_>, depth: u32) -> io::Result<Outco
                 status,
                 code,
                 message,
+                payload: None,
             }))
         }
         O_VALUES if depth == 0 => {
@@ -638,11 +640,13 @@ pub(super) fn send_init_failed(fd: impl Stream, e: &UserError) -> io::Result<()>
             status: CF_BROKEN,
             code: r.code,
             message: r.message.clone(),
+            payload: None,
         },
         UserError::Unwound => Failure {
             status: CF_BROKEN,
             code: 0,
             message: None,
+            payload: None,
         },
     };
     let mut p = Vec::new();

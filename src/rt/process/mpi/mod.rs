@@ -272,6 +272,7 @@ pub(crate) fn serve(comm: Comm, parent: c_int) {
                             )
                             .ok()
                             .map(Into::into),
+                            payload: None,
                         }),
                     );
                     stream.drain_to_eof();
