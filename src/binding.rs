@@ -9,17 +9,11 @@
 use crate::{
     ffi::handle::future_ref,
     future::cf_future,
-    rt::{
-        context,
-        owned::OwnedValue,
-        shared::{try_box, try_cstring},
-        task::{Failure, Message, Outcome, OutcomeRef},
-        time::Deadline,
-    },
+    rt::{context, owned::OwnedValue, task::OutcomeRef, time::Deadline},
     status::*,
     task::cf_free_fn,
 };
-use std::ffi::{CStr, c_char, c_int, c_void};
+use std::ffi::{c_char, c_int, c_void};
 
 /// `payload` owned by `payload_free`, if there is one to call.
 fn owned(payload: *mut c_void, payload_free: cf_free_fn) -> Option<OwnedValue> {
@@ -81,23 +75,8 @@ pub unsafe extern "C" fn cf_future_set_exception_payload(
         let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
         // From here on the payload is ours: dropping it frees it.
         let payload = owned(payload, payload_free);
-        if core.is_done() {
-            return CF_INVALID_STATE;
-        }
-        let message = if message.is_null() {
-            None
-        } else {
-            // SAFETY: a non-NULL message is NUL-terminated (contract).
-            let bytes = unsafe { CStr::from_ptr(message) }.to_bytes();
-            let Some(copy) = try_cstring(bytes) else { return CF_NO_MEMORY };
-            Some(Message::Owned(copy))
-        };
-        let failure = Failure { status: CF_TASK_FAILED, code, message, payload };
-        let Ok(failure) = try_box(failure) else { return CF_NO_MEMORY };
-        match core.finish(Outcome::Failed(failure)) {
-            Ok(()) => CF_OK,
-            Err(_) => CF_INVALID_STATE,
-        }
+        // SAFETY: `message` is NULL or NUL-terminated (contract).
+        unsafe { crate::future::set_failure(core, code, message, payload) }
     }
 }
 

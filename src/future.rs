@@ -374,23 +374,49 @@ pub unsafe extern "C" fn cf_future_set_exception(
     ffi_boundary! {
         // SAFETY: `f` is NULL or a live handle.
         let Some(core) = (unsafe { future_ref(f) }) else { return CF_INVALID_ARGUMENT };
-        if core.is_done() {
-            return CF_INVALID_STATE;
-        }
-        let message = if message.is_null() {
-            None
-        } else {
-            // SAFETY: a non-NULL message is NUL-terminated (contract).
-            let bytes = unsafe { CStr::from_ptr(message) }.to_bytes();
-            let Some(copy) = try_cstring(bytes) else { return CF_NO_MEMORY };
-            Some(Message::Owned(copy))
+        // SAFETY: `message` is NULL or NUL-terminated (contract).
+        unsafe { set_failure(core, code, message, None) }
+    }
+}
+
+/// Fails a promise with `CF_TASK_FAILED`, `code`, a copy of `message` (NULL: none) and
+/// `payload` (`cf_future_set_exception`, `cf_future_set_exception_payload`).
+/// `CF_INVALID_STATE` if it is done; `CF_NO_MEMORY` if the failure cannot be recorded.
+/// The payload is dropped (freed) on every path that does not record it.
+///
+/// # Safety
+/// `message` is NULL or NUL-terminated.
+pub(crate) unsafe fn set_failure(
+    core: &Core,
+    code: c_int,
+    message: *const c_char,
+    payload: Option<crate::rt::owned::OwnedValue>,
+) -> cf_status {
+    if core.is_done() {
+        return CF_INVALID_STATE;
+    }
+    let message = if message.is_null() {
+        None
+    } else {
+        // SAFETY: a non-NULL message is NUL-terminated (the caller's guarantee).
+        let bytes = unsafe { CStr::from_ptr(message) }.to_bytes();
+        let Some(copy) = try_cstring(bytes) else {
+            return CF_NO_MEMORY;
         };
-        let failure = Failure { status: CF_TASK_FAILED, code, message, payload: None };
-        let Ok(failure) = try_box(failure) else { return CF_NO_MEMORY };
-        match core.finish(Outcome::Failed(failure)) {
-            Ok(()) => CF_OK,
-            Err(_) => CF_INVALID_STATE,
-        }
+        Some(Message::Owned(copy))
+    };
+    let failure = Failure {
+        status: CF_TASK_FAILED,
+        code,
+        message,
+        payload,
+    };
+    let Ok(failure) = try_box(failure) else {
+        return CF_NO_MEMORY;
+    };
+    match core.finish(Outcome::Failed(failure)) {
+        Ok(()) => CF_OK,
+        Err(_) => CF_INVALID_STATE,
     }
 }
 
