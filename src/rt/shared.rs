@@ -18,6 +18,10 @@
 //!   already holds, so the object is alive and nothing needs to be ordered with it. A
 //!   count beyond `MAX_REFCOUNT` aborts (billions of leaked references; wrapping would
 //!   free a live object).
+//! - `split` turns a reference nobody shares into several with one store when the count
+//!   is 1 (read with Acquire, so that an owner's last Release decrement to 1 happens
+//!   before the store and the release sequence the store starts); otherwise it adds them
+//!   with one Relaxed `fetch_add`, as clones would.
 //! - A drop is a Release `fetch_sub`: every use of the object through this reference
 //!   happens before the decrement. The one that takes the count to zero then issues an
 //!   Acquire fence, which pairs with every other reference's Release decrement, so that
@@ -163,6 +167,27 @@ impl<T> Shared<T> {
         }
     }
 
+    /// Turns `this` into `N` references (`N` >= 1) with one write to the count: a plain
+    /// store when `this` is the only reference (a freshly made object: no atomic
+    /// read-modify-write, which would wait for the object's fresh stores to drain),
+    /// else one `fetch_add`. See the module comment.
+    pub(crate) fn split<const N: usize>(this: Shared<T>) -> [Shared<T>; N] {
+        const { assert!(N >= 1) };
+        let count = &this.inner().count;
+        if count.load(Ordering::Acquire) == 1 {
+            // Ours is the only reference, so no other thread can touch the count.
+            count.store(N, Ordering::Relaxed);
+        } else if count.fetch_add(N - 1, Ordering::Relaxed) > MAX_REFCOUNT {
+            std::process::abort();
+        }
+        let ptr = this.ptr;
+        std::mem::forget(this);
+        [(); N].map(|()| Shared {
+            ptr,
+            _owns: PhantomData,
+        })
+    }
+
     /// Whether both point at the same object.
     pub(crate) fn ptr_eq(a: &Shared<T>, b: &Shared<T>) -> bool {
         a.ptr == b.ptr
@@ -282,6 +307,23 @@ mod tests {
             });
             assert_eq!(Shared::strong_count(&s), 1);
         }
+        assert_eq!(drops.load(SeqCst), 1);
+    }
+
+    #[test]
+    fn split_makes_references_that_free_once() {
+        let drops = StdCount::new(0);
+        let a = Shared::try_new(Probe(&drops, 3)).ok().unwrap();
+        // Unshared: the plain store.
+        let [a, b, c] = Shared::split(a);
+        assert_eq!(Shared::strong_count(&a), 3);
+        // Shared: the atomic add.
+        let [b, d] = Shared::split(b);
+        assert_eq!(Shared::strong_count(&c), 4);
+        drop((a, b, c));
+        assert_eq!(drops.load(SeqCst), 0);
+        assert_eq!(d.1, 3);
+        drop(d);
         assert_eq!(drops.load(SeqCst), 1);
     }
 

@@ -213,22 +213,31 @@ pub(crate) fn then(
         node: HookNode::new(),
     })
     .map_err(|_| ThenError::NoMemory)?;
-    let cont = Core::with_task(Task::Then(link.clone())).ok_or(ThenError::NoMemory)?;
+    // Every reference the link and the continuation get here, made at once (`split`: no
+    // atomic increments on the fresh blocks): the link's for this call, the task, the
+    // hook and the pool's stack (given back at once for an inline continuation); the
+    // continuation's for the caller, the hook and the stack's registration.
+    let [link, task_link, hook_link, stack_link] = Shared::split(link);
+    let Some(cont) = Core::with_task(Task::Then(task_link)) else {
+        drop((hook_link, stack_link));
+        return Err(ThenError::NoMemory);
+    };
+    let [cont, hook_cont, reg_cont] = Shared::split(cont);
     if let Target::Pool { pool, reg } = &link.target {
         // SAFETY: nobody else knows the link yet.
-        reg.cont.with_mut(|c| unsafe { *c = Some(cont.clone()) });
-        if let Err(e) = pool.conts.push(&link) {
+        reg.cont.with_mut(|c| unsafe { *c = Some(reg_cont) });
+        if let Err(e) = pool.conts.push(stack_link) {
             // Not pushed: take the cycle apart again.
             drop(reg.claim());
+            drop((hook_link, hook_cont));
             return Err(ThenError::Refused(e));
         }
+    } else {
+        drop((stack_link, reg_cont));
     }
     let hook = {
         let obj = NonNull::from(&link.head);
-        let (l, c) = (
-            Shared::into_raw(link.clone()),
-            Shared::into_raw(cont.clone()),
-        );
+        let (l, c) = (Shared::into_raw(hook_link), Shared::into_raw(hook_cont));
         debug_assert!(std::ptr::eq(l.cast::<HookHead>(), obj.as_ptr()));
         // SAFETY: `obj` is the link's head (its first field); the hook owns the two
         // references just made, which `fire_then` / `drop_then` take back.
@@ -424,12 +433,12 @@ impl Conts {
         }
     }
 
-    /// Pushes `link` (a pool link), with a reference of the stack's; refused once the
-    /// pool is shut down or broken.
-    fn push(&self, link: &Shared<ThenLink>) -> Result<(), SubmitError> {
-        let addr = Shared::as_ptr(link).expose_provenance();
+    /// Pushes `link` (a pool link), the stack's reference; refused (the reference
+    /// dropped) once the pool is shut down or broken.
+    fn push(&self, link: Shared<ThenLink>) -> Result<(), SubmitError> {
+        let addr = Shared::as_ptr(&link).expose_provenance();
         debug_assert_eq!(addr & TAGS, 0);
-        let reg = reg_of(link);
+        let reg = reg_of(&link);
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             if head & CLOSED != 0 {
@@ -450,7 +459,8 @@ impl Conts {
                 Err(h) => head = h,
             }
         }
-        std::mem::forget(link.clone());
+        // The stack holds it now (taken back by `sweep`, `shut` or `release`).
+        let _ = Shared::into_raw(link);
         let n = self.pushed.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= self.sweep_at.load(Ordering::Relaxed) {
             // Relaxed, all three: only the decision when to sweep hangs on them.

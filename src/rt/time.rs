@@ -2,13 +2,23 @@
 
 use std::time::{Duration, Instant};
 
-/// When a wait gives up: `None` waits forever.
+/// When a wait gives up.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Deadline(Option<Instant>);
+pub(crate) struct Deadline(When);
+
+#[derive(Clone, Copy, Debug)]
+enum When {
+    /// Never: waits forever.
+    Forever,
+    /// Already passed: a timeout of 0 polls. Kept apart from `At` so that a poll (a
+    /// continuation reading its done antecedent, say) never reads the clock.
+    Now,
+    At(Instant),
+}
 
 impl Deadline {
     /// A deadline that never comes.
-    pub(crate) const FOREVER: Deadline = Deadline(None);
+    pub(crate) const FOREVER: Deadline = Deadline(When::Forever);
 
     /// Converts a C timeout: NaN is an error, negative waits forever, 0 polls, and a
     /// timeout too large to represent (or infinite) waits forever.
@@ -19,16 +29,22 @@ impl Deadline {
         if timeout < 0.0 {
             return Some(Self::FOREVER);
         }
+        if timeout == 0.0 {
+            return Some(Deadline(When::Now));
+        }
         let at = Duration::try_from_secs_f64(timeout)
             .ok()
             .and_then(|d| Instant::now().checked_add(d));
-        Some(Deadline(at))
+        Some(Deadline(at.map_or(When::Forever, When::At)))
     }
 
     /// Time left, `None` for forever; `Some(ZERO)` once passed.
     pub(crate) fn remaining(&self) -> Option<Duration> {
-        self.0
-            .map(|at| at.saturating_duration_since(Instant::now()))
+        match self.0 {
+            When::Forever => None,
+            When::Now => Some(Duration::ZERO),
+            When::At(at) => Some(at.saturating_duration_since(Instant::now())),
+        }
     }
 
     /// Whether the deadline has passed.
