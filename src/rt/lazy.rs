@@ -203,13 +203,21 @@ impl Feed {
             self.fail(CF_NO_MEMORY, libc::ENOMEM);
             return None;
         }
-        while items.len() < self.chunksize {
-            match self.next_call(next) {
-                Some(item) => items.push(item),
-                None => break,
+        // `next` writes each item straight into the chunk's buffer (this loop is the
+        // reader's share of every item: W3-lazy).
+        let state = self.state;
+        let mut n = 0;
+        for slot in &mut items.spare_capacity_mut()[..self.chunksize] {
+            let p = slot.write(std::ptr::null_mut());
+            // SAFETY: the caller's callback with its state (contract); `p` is writable.
+            if !unsafe { next(state, p) } {
+                self.end = Some(End::Input);
+                break;
             }
+            n += 1;
         }
-        let n = items.len();
+        // SAFETY: the first `n` slots were written (the null above, then `next`'s item).
+        unsafe { items.set_len(n) };
         if n == 0 {
             return None;
         }
