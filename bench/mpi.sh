@@ -21,24 +21,23 @@ fi
 BIN=$(mktemp -d)/bench_mpi
 mpicc -O2 -Iinclude bench/src/bench_mpi.c -o "$BIN" -L"$BUILD_DIR/lib" -lcfutures \
     -Wl,-rpath,"$PWD/$BUILD_DIR/lib"
-RUN=(mpirun --oversubscribe -n 4)
-[ "$(id -u)" = 0 ] && RUN+=(--allow-run-as-root)
-SHM=(--mca btl self,vader)
-TCP=(--mca btl self,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo)
 PY=${PYTHON:-python3}
+export CF_MPI_BENCH=$BIN PYTHON=$PY
 
-cf() { # transport workload n [env...]
+# The value of one run (bench/mpi_one.sh): impl, workload, n, then VAR=VALUE pairs.
+one() {
+    local impl=$1 w=$2 n=$3; shift 3
+    bash bench/mpi_one.sh "$impl" "$w" "$n" "$REPS" "$@" | sed -n 's/^RESULT .* value=\([^ ]*\) .*/\1/p'
+}
+cf() { # transport workload n [VAR=VALUE...]
     local t=$1 w=$2 n=$3; shift 3
-    local -a tr; if [ "$t" = shm ]; then tr=("${SHM[@]}"); else tr=("${TCP[@]}"); fi
-    env "$@" timeout 600 "${RUN[@]}" "${tr[@]}" -x CFUTURES_MPI_WAIT "$BIN" "$w" "$n" "$REPS" \
-        2>/dev/null | awk -v w="$w" '$1 == w { print $2 }'
+    if [ "$t" = tcp ]; then w=$w-tcp; fi
+    one cfutures "$w" "$n" "$@"
 }
 py() { # transport workload n
     local t=$1 w=$2 n=$3
-    local -a tr; if [ "$t" = shm ]; then tr=("${SHM[@]}"); else tr=("${TCP[@]}"); fi
-    if ! "$PY" -c "import mpi4py" 2>/dev/null; then echo "-"; return; fi
-    timeout 900 "${RUN[@]}" "${tr[@]}" "$PY" -m mpi4py.futures bench/src/bench_mpi4py.py \
-        "$w" "$n" "$REPS" 2>/dev/null | awk -v w="$w" '$1 == w { print $2 }'
+    if [ "$t" = tcp ]; then w=$w-tcp; fi
+    one mpi4py "$w" "$n"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.1fx", a / b; else print "-" }'; }
 

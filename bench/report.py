@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 IMPLS = ["cfutures", "asio", "glib", "tbb", "libuv", "rust-threadpool", "py-threads", "py-processes", "boost-thread",
-         "cfutures-cxx", "std-async", "thread-pool"]
+         "cfutures-cxx", "std-async", "thread-pool", "mpi4py"]
 # The C++ face's rows: cfutures-cxx against the C API and the C++ anchors (see CXX_ROWS below).
 CXX_WORKLOADS = ["W1", "W2", "W5", "W9"]
 CXX_ANCHORS = ["cfutures", "boost-thread", "std-async", "thread-pool"]
@@ -30,8 +30,9 @@ TITLES = {
     "cfutures-cxx": "cfutures C++",
     "std-async": "std::async",
     "thread-pool": "libthread-pool",
+    "mpi4py": "mpi4py.futures",
 }
-WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-lazy", "W3-c10", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W10-g10", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4", "D1-p50", "D1-p99", "D1-idle", "D1-proc-p50", "D1-proc-p99"]
+WORKLOADS = ["W1", "W2", "W3", "W3-1", "W3-lazy", "W3-c10", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W10-g10", "P1-submit", "P1-map1", "P1-map100", "P1-1MiB", "P1-1MiB-w4", "P1-1MiB-map4", "D1-p50", "D1-p99", "D1-idle", "D1-proc-p50", "D1-proc-p99", "M1", "M2", "M1-tcp", "M2-tcp"]
 DESCR = {
     "W1": "burst: submit N no-ops, keep futures, collect",
     "W2": "ping-pong: submit one, wait, N times",
@@ -58,6 +59,10 @@ DESCR = {
     "D1-idle": "deadlines: CPU of a held 2-worker pool with N deadlines an hour away, over 10 s",
     "D1-proc-p50": "deadlines: median lateness of N process-task futures past their deadlines, 2 workers killed as they overrun (ms)",
     "D1-proc-p99": "deadlines: 99th-percentile lateness of the same (ms)",
+    "M1": "MPI, 3 worker ranks, shared memory: N x 100 B byte tasks, submit + result",
+    "M2": "MPI, shared memory: N x 1 MiB in and out (MiB/s each way)",
+    "M1-tcp": "M1 over btl self,tcp on the loopback (the transport between machines)",
+    "M2-tcp": "M2 over btl self,tcp on the loopback (MiB/s each way)",
 }
 PROBES = [
     ("fresh_private", "copy into fresh private pages (mmap + MADV_POPULATE_WRITE + memcpy)"),
@@ -80,6 +85,7 @@ ANCHOR_NOTES = """\
 - **Rust threadpool**: the `threadpool` crate (1.8) with std `mpsc` channels: each job sends its result on its submitter's channel (W1, W2, W4 in completion order, W6 one channel per submitter); W3 one job per chunk sending its `Vec`, reassembled in input order; W5 the job's last statement increments an atomic (no callback API); W7 counts the boxed job and its `Sender` clone.
 - **CPython threads**: `concurrent.futures.ThreadPoolExecutor(pool size)` of the `python3` on PATH: `submit`/`result`, `map(chunksize=...)` (which ThreadPoolExecutor accepts but ignores: one future per item), `as_completed`, `add_done_callback`. Fewer repetitions in full mode (each run takes up to ~30 s).
 - **CPython processes**: `ProcessPoolExecutor(pool size)` (fork on Linux), `bytes` in and out (`bytes.translate`, +1 per byte), `submit`/`result` and `map(chunksize=1, 4 or 100)`.
+- **mpi4py.futures**: `MPIPoolExecutor` under `mpirun -n 4` (`python3 -m mpi4py.futures`, 3 worker ranks), `bytes` in and out, `submit` of every task then every `result()`, on the same Open MPI as cfutures' `cf_mpi_pool_new` executor (`bench/src/bench_mpi.c`, byte tasks); both through `bench/mpi_one.sh`, shared memory (btl self,vader) and TCP on the loopback (M*-tcp).
 - **cfutures**: a thread pool of pool-size workers (`cf_submit`, `cf_future_result`, `cf_map_new` + `cf_map_next_n` (W3; `cf_map_next` in W3-1), `cf_as_completed_*`, `cf_future_add_done_callback`); P1 a process pool of pool-size workers with byte tasks (`cf_submit_bytes` + `cf_future_result_bytes`, `cf_map_bytes_new` + `cf_map_next_bytes`). W7 counts the `cf_future *` array the caller keeps, as for every anchor its own handles.
 """
 
@@ -279,6 +285,10 @@ def main():
         P("")
     if ("W3", "cfutures") in med and ("W3-lazy", "cfutures") in med:
         P(f"**cfutures W3-lazy/W3** (lazy map with buffersize 4 x workers vs eager map, items/s): {med[('W3-lazy', 'cfutures')] / med[('W3', 'cfutures')]:.2f} (goal: 0.80 or more)")
+        P("")
+    if ("M2", "cfutures") in med:
+        gbs = med[("M2", "cfutures")] * 1048576 / 1e9
+        P(f"**cfutures M2** (MPI, shared memory, each way): {med[('M2', 'cfutures')]:.0f} MiB/s = {gbs:.2f} GB/s (goal: 1 GB/s or more)")
         P("")
     if ("W1", "cfutures") in med and ("W6", "cfutures") in med:
         P(f"**cfutures W6/W1** (4 submitters vs 1, tasks/s): {med[('W6', 'cfutures')] / med[('W1', 'cfutures')]:.2f}")

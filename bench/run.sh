@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # cfutures benchmark suite: builds and runs every workload on cfutures and on the
-# anchors (Boost.Asio, GLib, oneTBB, libuv, Rust threadpool, CPython), then prints
+# anchors (Boost.Asio, GLib, oneTBB, libuv, Rust threadpool, CPython, Boost.Thread,
+# std::async, libthread-pool; mpi4py.futures for the MPI rows M*), then prints
 # medians and ratios and writes bench/results/latest.{md,png}. See bench/README.md.
 #
 #   bash bench/run.sh            full run: 5 repetitions (CPython anchors: 3)
@@ -53,15 +54,17 @@ else
 fi
 
 # Workloads and their N: full, quick. W8's N is seconds of idling.
-WORKLOADS=(W1 W2 W3 W3-1 W3-lazy W3-c10 W4 W5 W6 W7 W8 W9 W10 W10-g10 P1-submit P1-map1 P1-map100 P1-1MiB P1-1MiB-w4 P1-1MiB-map4 D1-p50 D1-p99 D1-idle D1-proc-p50 D1-proc-p99)
+WORKLOADS=(W1 W2 W3 W3-1 W3-lazy W3-c10 W4 W5 W6 W7 W8 W9 W10 W10-g10 P1-submit P1-map1 P1-map100 P1-1MiB P1-1MiB-w4 P1-1MiB-map4 D1-p50 D1-p99 D1-idle D1-proc-p50 D1-proc-p99 M1 M2 M1-tcp M2-tcp)
 declare -A N_FULL=([W1]=1000000 [W2]=100000 [W3]=1000000 [W3-1]=1000000 [W3-lazy]=1000000 [W3-c10]=1000000 [W4]=100000 [W5]=1000000
                    [W6]=1000000 [W7]=1000000 [W8]=10 [W9]=1000000 [W10]=100000 [W10-g10]=100000 [P1-submit]=10000 [P1-map1]=10000
                    [P1-map100]=10000 [P1-1MiB]=64 [P1-1MiB-w4]=64 [P1-1MiB-map4]=64
-                   [D1-p50]=10000 [D1-p99]=10000 [D1-idle]=100000 [D1-proc-p50]=1000 [D1-proc-p99]=1000)
+                   [D1-p50]=10000 [D1-p99]=10000 [D1-idle]=100000 [D1-proc-p50]=1000 [D1-proc-p99]=1000
+                   [M1]=10000 [M2]=64 [M1-tcp]=10000 [M2-tcp]=64)
 declare -A N_QUICK=([W1]=10000 [W2]=1000 [W3]=10000 [W3-1]=10000 [W3-lazy]=10000 [W3-c10]=10000 [W4]=1000 [W5]=10000
                     [W6]=10000 [W7]=10000 [W8]=2 [W9]=10000 [W10]=1000 [W10-g10]=1000 [P1-submit]=1000 [P1-map1]=1000
                     [P1-map100]=1000 [P1-1MiB]=8 [P1-1MiB-w4]=8 [P1-1MiB-map4]=8
-                    [D1-p50]=1000 [D1-p99]=1000 [D1-idle]=10000 [D1-proc-p50]=200 [D1-proc-p99]=200)
+                    [D1-p50]=1000 [D1-p99]=1000 [D1-idle]=10000 [D1-proc-p50]=200 [D1-proc-p99]=200
+                    [M1]=1000 [M2]=8 [M1-tcp]=1000 [M2-tcp]=8)
 THREAD_IMPLS=(cfutures asio glib tbb libuv rust-threadpool py-threads)
 PROCESS_IMPLS=(cfutures py-processes)
 
@@ -131,6 +134,33 @@ if [ -z "${BIN[cfutures]:-}" ]; then
     exit 1
 fi
 
+# The MPI rows (M*): cfutures' MPI executor needs the library built with the cargo
+# feature `mpi` (a copy of its own, so the other rows measure the usual build) and
+# bench_mpi built with mpicc; both run under mpirun through bench/mpi_one.sh.
+declare -A MPI_BIN
+if printf '%s\n' "${WORKLOADS[@]}" | grep -q '^M'; then
+    MPI_BIN[mpi4py]="bash $BENCH_DIR/mpi_one.sh mpi4py"
+    if command -v mpicc >/dev/null && command -v mpirun >/dev/null; then
+        log "building cfutures with MPI (cargo build --release --features mpi) and bench_mpi (mpicc)"
+        if (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target/bench-mpi" cargo build --release --features mpi) >> "$BUILD_LOG" 2>&1 \
+                && mkdir -p "$BUILD/lib-mpi" \
+                && cp -f "$ROOT/target/bench-mpi/release/libcfutures.so" "$BUILD/lib-mpi/libcfutures.so" \
+                && ln -sf libcfutures.so "$BUILD/lib-mpi/libcfutures.so.0" \
+                && mpicc -O2 -I"$ROOT/include" "$BENCH_DIR/src/bench_mpi.c" -o "$BUILD/bench_mpi" \
+                    -L"$BUILD/lib-mpi" -lcfutures -Wl,-rpath,"$BUILD/lib-mpi" >> "$BUILD_LOG" 2>&1; then
+            export CF_MPI_BENCH="$BUILD/bench_mpi"
+            # mpirun's own limit, inside run_one's: a hung job is ended, not orphaned.
+            export CF_MPI_TIMEOUT=$((TIMEOUT - 10))
+            MPI_BIN[cfutures]="bash $BENCH_DIR/mpi_one.sh cfutures"
+        else
+            log "  the MPI build failed: no M rows for cfutures (see $BUILD_LOG)"
+        fi
+    else
+        log "  no mpicc/mpirun (Open MPI): no M rows (apt-get install libopenmpi-dev openmpi-bin)"
+        MPI_BIN=()
+    fi
+fi
+
 log "building the Rust anchor (bench/rust_anchor, threadpool crate)"
 if (cd "$BENCH_DIR/rust_anchor" && cargo build --release) >> "$BUILD_LOG" 2>&1 \
         && [ -x "$BENCH_DIR/rust_anchor/target/release/bench_rust" ]; then
@@ -151,14 +181,16 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Runs one implementation on one workload once; appends its lines to $RAW.
 run_one() {
-    local w="$1" impl="$2" n="$3" out rc
+    local w="$1" impl="$2" n="$3" out rc bin
+    bin=${BIN[$impl]:-}
+    case "$w" in M*) bin=${MPI_BIN[$impl]:-} ;; esac
     if [ "$w" = W3-c10 ]; then
         # W3 with chunksize 10: every program runs its W3, reported under this name.
-        out=$(BENCH_CHUNK=10 timeout "$TIMEOUT" ${BIN[$impl]} W3 "$n" 2>"$BUILD/last-stderr-$impl.txt")
+        out=$(BENCH_CHUNK=10 timeout "$TIMEOUT" $bin W3 "$n" 2>"$BUILD/last-stderr-$impl.txt")
         rc=$?
         out=${out//workload=W3 /workload=W3-c10 }
     else
-        out=$(timeout "$TIMEOUT" ${BIN[$impl]} "$w" "$n" 2>"$BUILD/last-stderr-$impl.txt")
+        out=$(timeout "$TIMEOUT" $bin "$w" "$n" 2>"$BUILD/last-stderr-$impl.txt")
         rc=$?
     fi
     local lines
@@ -201,12 +233,16 @@ for ((rep = 1; rep <= REPS; rep++)); do
         esac
         case "$w" in P1-1MiB-w4) impls=(cfutures) ;; esac # cfutures' own variant of P1-1MiB
         case "$w" in D1-*) impls=(cfutures) ;; esac # task deadlines: no anchor has them
+        case "$w" in M*) impls=(cfutures mpi4py) ;; esac # MPI: mpi4py.futures is the anchor
         # rotate the order each repetition so no implementation always runs first
         k=$(( (rep - 1) % ${#impls[@]} ))
         order=("${impls[@]:k}" "${impls[@]:0:k}")
         todo=()
         for impl in "${order[@]}"; do
-            [ -n "${BIN[$impl]:-}" ] || continue
+            case "$w" in
+                M*) [ -n "${MPI_BIN[$impl]:-}" ] || continue ;;
+                *) [ -n "${BIN[$impl]:-}" ] || continue ;;
+            esac
             case "$impl" in py-*) [ "$rep" -le "$PY_REPS" ] || continue ;; esac
             todo+=("$impl")
         done
