@@ -161,6 +161,12 @@ impl Feed {
         if tasks.is_empty() {
             return None;
         }
+        // The reader refills as it reads, one chunk per chunk: like a thread that submits
+        // again as soon as it has a result, it is better served by an idle worker that
+        // spins a moment than by one it must wake with a system call for every chunk
+        // (W3-lazy: context switches per million items 300-1500 -> 30-100, items/s
+        // +13% median over 15 interleaved runs). The pool's spinning rules still apply.
+        super::pool::note_wait();
         match self.pool.submit_batch(tasks) {
             Ok(cores) => Some((cores, counts)),
             Err(e) => {

@@ -75,7 +75,9 @@ pub(crate) fn note_continuation() {
     CHAINED.with(|c| c.set(true));
 }
 
-/// Called by a thread about to wait for a future or a multi-wait that is not ready.
+/// Called by a thread about to wait for a future or a multi-wait that is not ready, and
+/// by a lazy map's reader when it refills (`rt::lazy`): either will likely submit again
+/// soon after a result arrives.
 pub(crate) fn note_wait() {
     WAITS.fetch_add(1, Ordering::Relaxed);
 }
