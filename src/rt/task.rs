@@ -391,6 +391,7 @@ pub(crate) struct Values {
     pub(crate) failure: Option<Box<Failure>>,
 }
 
+#[inline]
 pub(crate) fn run_call(f: TaskFn, arg: *mut c_void) -> Outcome {
     // SAFETY: `f` is the caller's task function; the contract makes calling it with its
     // `arg` the caller's responsibility.
@@ -426,6 +427,12 @@ impl Task {
     /// Runs the task on the current thread and returns its outcome. Never aborts for
     /// lack of memory: what cannot be recorded becomes `Outcome::Degraded`.
     pub(crate) fn run(self) -> Outcome {
+        if let Task::Call(f, arg) = self {
+            // Owns nothing: forgotten, so that no drop glue runs for it (see
+            // `Core::with_task`).
+            std::mem::forget(self);
+            return run_call(f, arg);
+        }
         match self {
             Task::Call(f, arg) => run_call(f, arg),
             Task::Bytes(f, input) => run_bytes(f, &input),

@@ -339,9 +339,13 @@ impl RecvBuf {
         loop {
             let take = (self.end - self.start).min(len - got);
             let held = &self.buf[self.start..self.start + take];
-            for (d, &s) in dst[got..got + take].iter_mut().zip(held) {
-                d.write(s);
-            }
+            // One `memcpy` (a byte loop cost a 100-byte answer about 160 instructions).
+            let to = &mut dst[got..got + take];
+            // SAFETY: `held` and `to` are `take` bytes each, in two different buffers;
+            // writing initialised bytes into `MaybeUninit<u8>`s is always valid.
+            unsafe {
+                std::ptr::copy_nonoverlapping(held.as_ptr(), to.as_mut_ptr().cast::<u8>(), take)
+            };
             self.start += take;
             got += take;
             if got == len {
