@@ -98,6 +98,26 @@ thread_local! {
     static PUSHED_LOCAL: Cell<bool> = const { Cell::new(false) };
 }
 
+/// What a new worker tells the thread that started it, once the worker has registered
+/// every thread-exit destructor it needs (std's own for the thread, the block cache's
+/// magazines, its batch). glibc allocates to register one and aborts the process when it
+/// cannot; so this happens while the submit that started the worker is still in the
+/// library, not at some later moment when the program may have used up its memory (a
+/// test that lowered `RLIMIT_AS` right after its first submit crashed 7 times in 40 when
+/// the worker ran late). Spurious wake-ups of the spawner are handled by its loop, and a
+/// late `unpark` only makes one later park return early, which every park re-checks.
+pub(super) struct Started {
+    flag: Arc<AtomicUsize>,
+    spawner: Thread,
+}
+
+impl Started {
+    pub(super) fn signal(self) {
+        self.flag.store(1, Ordering::Release);
+        self.spawner.unpark();
+    }
+}
+
 /// Where a pool's tasks run.
 pub(crate) enum Runner {
     /// On the worker threads themselves.
@@ -598,13 +618,18 @@ impl Pool {
         // and reaped if its thread cannot be started (else it would stay a zombie).
         let slot = Arc::new(Mutex::new(process));
         let theirs = Arc::clone(&slot);
+        let started = Arc::new(AtomicUsize::new(0));
+        let signal = Started {
+            flag: Arc::clone(&started),
+            spawner: thread::current(),
+        };
         let spawned = thread::Builder::new()
             .name(name)
             .stack_size(WORKER_STACK)
             .spawn(move || {
                 let process = lock(&theirs).take();
                 drop(theirs);
-                worker_main(pool, process)
+                worker_main(pool, process, signal)
             });
         let handle = match spawned {
             Ok(handle) => handle,
@@ -616,6 +641,11 @@ impl Pool {
             }
         };
         lock(&self.state).handles.push(handle);
+        // Wait until the new thread has registered its thread-exit destructors (`Started`),
+        // as Python's `Thread.start()` waits for its thread to run.
+        while started.load(Ordering::Acquire) == 0 {
+            thread::park();
+        }
         Ok(())
     }
 

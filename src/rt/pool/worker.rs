@@ -148,10 +148,17 @@ impl Pool {
     }
 }
 
-pub(super) fn worker_main(pool: Arc<Pool>, process: Option<crate::rt::process::Link>) {
+pub(super) fn worker_main(
+    pool: Arc<Pool>,
+    process: Option<crate::rt::process::Link>,
+    started: Started,
+) {
     WORKER_OF.with(|w| w.set(Arc::as_ptr(&pool)));
     #[cfg(not(cfutures_loom))]
     crate::rt::blocks::arm_thread();
+    // The first access registers the batch's destructor: now, before the spawner goes on.
+    MY_LOCAL.with(|_| ());
+    started.signal();
     let started = match (&pool.runner, process) {
         (Runner::Process(shared), Some(p)) => shared.adopt_worker(p),
         (_, _) => match pool.initializer {
