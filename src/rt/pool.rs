@@ -106,15 +106,47 @@ thread_local! {
 /// test that lowered `RLIMIT_AS` right after its first submit crashed 7 times in 40 when
 /// the worker ran late). Spurious wake-ups of the spawner are handled by its loop, and a
 /// late `unpark` only makes one later park return early, which every park re-checks.
-pub(super) struct Started {
+/// (The pool's workers and the deadline timer's thread use it.)
+pub(crate) struct Started {
     flag: Arc<AtomicUsize>,
     spawner: Thread,
 }
 
+/// The spawner's side of `Started`.
+pub(crate) struct StartWait(Arc<AtomicUsize>);
+
 impl Started {
-    pub(super) fn signal(self) {
+    /// A signal for a thread about to be spawned from this one, and its wait.
+    pub(crate) fn new() -> (Started, StartWait) {
+        let flag = Arc::new(AtomicUsize::new(0));
+        let signal = Started {
+            flag: Arc::clone(&flag),
+            spawner: thread::current(),
+        };
+        (signal, StartWait(flag))
+    }
+
+    /// Called by the new thread once its destructors are registered.
+    pub(crate) fn signal(self) {
         self.flag.store(1, Ordering::Release);
-        self.spawner.unpark();
+        // Not under loom, whose `unpark` would also wake a thread blocked on a mutex;
+        // the models check the pool's protocols, not glibc's registrations.
+        if !cfg!(cfutures_loom) {
+            self.spawner.unpark();
+        }
+    }
+}
+
+impl StartWait {
+    /// Parks until the new thread has signalled (it does so first thing, so a spawner
+    /// holding a lock the new thread takes later cannot deadlock on it).
+    pub(crate) fn wait(self) {
+        if cfg!(cfutures_loom) {
+            return;
+        }
+        while self.0.load(Ordering::Acquire) == 0 {
+            thread::park();
+        }
     }
 }
 
@@ -618,11 +650,7 @@ impl Pool {
         // and reaped if its thread cannot be started (else it would stay a zombie).
         let slot = Arc::new(Mutex::new(process));
         let theirs = Arc::clone(&slot);
-        let started = Arc::new(AtomicUsize::new(0));
-        let signal = Started {
-            flag: Arc::clone(&started),
-            spawner: thread::current(),
-        };
+        let (signal, started) = Started::new();
         let spawned = thread::Builder::new()
             .name(name)
             .stack_size(WORKER_STACK)
@@ -643,9 +671,7 @@ impl Pool {
         lock(&self.state).handles.push(handle);
         // Wait until the new thread has registered its thread-exit destructors (`Started`),
         // as Python's `Thread.start()` waits for its thread to run.
-        while started.load(Ordering::Acquire) == 0 {
-            thread::park();
-        }
+        started.wait();
         Ok(())
     }
 

@@ -115,11 +115,18 @@ impl Timer {
             .map_err(|_| SubmitError::NoMemory)?;
         if st.thread.is_none() {
             let timer = Arc::clone(self);
+            // std registers the thread's exit destructor before `run` starts; wait for it
+            // while this submit is in the library (see `pool::Started`).
+            let (started, wait) = super::pool::Started::new();
             let handle = thread::Builder::new()
                 .name(self.name.clone())
                 .stack_size(256 << 10)
-                .spawn(move || run(&timer, &pool))
+                .spawn(move || {
+                    started.signal();
+                    run(&timer, &pool)
+                })
                 .map_err(SubmitError::Os)?;
+            wait.wait();
             st.thread_id = Some(handle.thread().id());
             st.thread = Some(handle);
         }
