@@ -349,6 +349,11 @@ def main():
     hi = max([10.0] + finite) * 2
     if shutil.which("gnuplot"):
         ncol = len(anchors)
+        # One colour per anchor (gnuplot's default palette repeats after eight).
+        palette = ["#9400d3", "#009e73", "#56b4e9", "#e69f00", "#f0e442", "#0072b2", "#e51e10",
+                   "#000000", "#ff69b4", "#8b4513", "#7f7f7f", "#00ced1", "#556b2f", "#dc143c"]
+        colours = "\n".join(f'set linetype {k + 1} lc rgb "{palette[k % len(palette)]}"'
+                             for k in range(ncol))
         script = f"""
 set terminal pngcairo size 1400,700 font ",11" noenhanced
 set output "{a.png}"
@@ -365,7 +370,8 @@ set grid ytics
 set key outside right top vertical
 set xtics rotate by -30
 set arrow from graph 0, first 1 to graph 1, first 1 nohead lw 2 dt 2 lc rgb "black" front
-plot for [i=2:{ncol + 1}] "{dat}" using i:xtic(1) title columnheader(i)
+{colours}
+plot for [i=2:{ncol + 1}] "{dat}" using i:xtic(1) title columnheader(i) lc i-1
 """
         try:
             subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
