@@ -10,10 +10,12 @@
 # and out), over shared memory (btl self,vader), or M1-tcp / M2-tcp (btl self,tcp on the
 # loopback, the transport between machines). Always 4 ranks under mpirun
 # --oversubscribe: rank 0 submits, 3 worker ranks. The value is the best of REPS
-# (default 1) runs inside the one job. VAR=VALUE pairs go into the ranks' environment
-# (CFUTURES_MPI_WAIT=spin, say).
+# (default $CF_MPI_REPS, else 1) runs inside the one job: the first run of a job also
+# pays for first use (Open MPI's first large messages between two ranks, fresh memory on
+# every side), which the later ones do not. VAR=VALUE pairs go into the ranks'
+# environment (CFUTURES_MPI_WAIT=spin, say).
 set -uo pipefail
-impl=$1 w=$2 n=$3 reps=${4:-1}
+impl=$1 w=$2 n=$3 reps=${4:-${CF_MPI_REPS:-1}}
 shift $(($# < 4 ? $# : 4))
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
