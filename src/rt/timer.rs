@@ -117,7 +117,7 @@ impl Timer {
             let timer = Arc::clone(self);
             // std registers the thread's exit destructor before `run` starts; wait for it
             // while this submit is in the library (see `pool::Started`).
-            let (started, wait) = super::pool::Started::new();
+            let (started, wait) = super::pool::Started::new(true);
             let handle = thread::Builder::new()
                 .name(self.name.clone())
                 .stack_size(256 << 10)
