@@ -118,15 +118,15 @@ pub(crate) struct Started {
 pub(crate) struct StartWait(Arc<AtomicUsize>);
 
 impl Started {
-    /// A signal for a thread about to be spawned from this one, and its wait (`waits`:
-    /// whether the spawner will wait; if not, the signal wakes nobody).
-    pub(crate) fn new(waits: bool) -> (Started, StartWait) {
+    /// A signal for a thread about to be spawned from this one, and the wait for it if
+    /// the spawner `waits` (if not, the signal wakes nobody).
+    pub(crate) fn new(waits: bool) -> (Started, Option<StartWait>) {
         let flag = Arc::new(AtomicUsize::new(0));
         let signal = Started {
             flag: Arc::clone(&flag),
             spawner: waits.then(thread::current),
         };
-        (signal, StartWait(flag))
+        (signal, waits.then_some(StartWait(flag)))
     }
 
     /// Called by the new thread once its destructors are registered.
@@ -674,12 +674,10 @@ impl Pool {
         lock(&self.state).handles.push(handle);
         // Wait until the new thread has registered its thread-exit destructors (`Started`),
         // as Python's `Thread.start()` waits for its thread to run. Not for a process
-        // pool's proxy: its start already waited for the fork server, and the process-pool
-        // tests' scheduling (workers sent tasks ahead, replaced after kills) is the one
-        // they were written against; with the wait, one of them (fault.fd_hygiene) saw no
-        // task sent ahead more often, and hung once under ASan in CI, not reproduced since
-        // in 16 runs. A proxy that cannot register its destructors aborts as before.
-        if !self.is_process() {
+        // pool's proxy (`started` is `None`): its start already waited for the fork
+        // server, and the wait changed how process pools send tasks ahead to busy workers,
+        // which their fault tests rely on.
+        if let Some(started) = started {
             started.wait();
         }
         Ok(())

@@ -126,7 +126,9 @@ impl Timer {
                     run(&timer, &pool)
                 })
                 .map_err(SubmitError::Os)?;
-            wait.wait();
+            if let Some(wait) = wait {
+                wait.wait();
+            }
             st.thread_id = Some(handle.thread().id());
             st.thread = Some(handle);
         }

@@ -207,6 +207,19 @@ pub(crate) unsafe fn mrecv(mut msg: ffi::MPI_Message, dst: *mut u8, len: usize) 
     })
 }
 
+/// Receives a probed message of `len` bytes into a new buffer (to be held and read on).
+fn mrecv_vec(msg: ffi::MPI_Message, len: usize) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    // SAFETY: `len` bytes of capacity, all written by the receive before `set_len`.
+    unsafe {
+        mrecv(msg, v.as_mut_ptr(), len)?;
+        v.set_len(len);
+    }
+    Ok(v)
+}
+
 /// Sends `buf` as one message with `tag`, receiving into `held` what `peer` sends on
 /// `hold_tag` meanwhile (see the module comment), polling with back-off.
 fn send_msg(
@@ -244,15 +257,7 @@ fn send_msg(
             return Ok(());
         }
         if let Some((msg, len)) = probe(comm, peer, tag)? {
-            let mut v = Vec::new();
-            v.try_reserve_exact(len)
-                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
-            // SAFETY: `len` bytes of capacity.
-            unsafe {
-                mrecv(msg, v.as_mut_ptr(), len)?;
-                v.set_len(len);
-            }
-            hold(v);
+            hold(mrecv_vec(msg, len)?);
             b = Backoff::new();
             continue;
         }
@@ -377,15 +382,7 @@ impl MpiStream {
             }
             return Ok(len);
         }
-        let mut v = Vec::new();
-        v.try_reserve_exact(len)
-            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        // SAFETY: `len` bytes of capacity.
-        unsafe {
-            mrecv(msg, v.as_mut_ptr(), len)?;
-            v.set_len(len);
-        }
-        self.hold(v);
+        self.hold(mrecv_vec(msg, len)?);
         Ok(self.take_held(dst).unwrap_or(0))
     }
 
